@@ -1,0 +1,39 @@
+"""Test setup: 8 simulated CPU devices and a shared persistent compilation cache.
+
+XLA_FLAGS must be set before jax is imported, so it is set here, at conftest import time.
+Tests that want one device build a one-device mesh; everything else runs on all 8.
+"""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from transfer_jax import config_lib  # noqa: E402
+from transfer_jax.training import runtime  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE_DIR = os.path.join(ROOT, '.pytest_cache', 'xla')
+runtime.enable_compilation_cache(CACHE_DIR)
+runtime.quiet_orbax()
+
+
+def tiny_digits(arg: str = '', **overrides):
+  """configs/digits.py in tiny mode, with `key=value` overrides (dotted keys allowed)."""
+  spec = os.path.join(ROOT, 'configs', 'digits.py') + ':' + ','.join(filter(None, ['tiny', arg]))
+  config = config_lib.load_config(spec, [f'{k}={v}' for k, v in overrides.items()])
+  config.unlock()
+  config.compilation_cache_dir = ''  # The tests' cache is already on (above).
+  config.lock()
+  return config
+
+
+@pytest.fixture(scope='session')
+def eight_devices():
+  devices = jax.devices()
+  assert len(devices) == 8, 'tests expect 8 simulated CPU devices (see conftest.py)'
+  return devices

@@ -1,0 +1,101 @@
+"""Loading `configs/NAME.py[:ARG]` files and applying `--config.a.b=VALUE` overrides.
+
+A config file defines `get_config(arg: str | None) -> ConfigDict`. `arg` is a comma-separated
+list of `key=value` items or bare flags (`tiny`), parsed by `parse_arg` against typed defaults.
+The loaded config is locked: an override of an unknown key fails with the closest valid keys.
+"""
+
+import ast
+import difflib
+import importlib.util
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+from transfer_jax.errors import UserError
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses 'tiny,method=dann' into a ConfigDict typed like `defaults` (bare names mean True)."""
+  result = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, eq, value = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise UserError(f'unknown config argument {key!r}; valid ones are {sorted(defaults)}')
+    result[key] = _parse_value(value.strip() if eq else 'True', defaults[key], key)
+  return result
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:arg]', locks it, and applies 'a.b=value' overrides."""
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise UserError(f'config file {path!r} not found; pass --config=configs/NAME.py[:ARG]')
+  module_spec = importlib.util.spec_from_file_location(
+      f'transfer_jax_config_{os.path.splitext(os.path.basename(path))[0]}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise UserError(f'{path} defines no get_config(arg) function')
+  config = module.get_config(arg or None)
+  config.lock()
+  for override in overrides:
+    apply_override(config, override)
+  return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += flat_keys(value, f'{prefix}{key}.')
+    else:
+      keys.append(f'{prefix}{key}')
+  return keys
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Sets `a.b=value` on a locked config, parsing `value` to the field's current type."""
+  key, eq, value = override.partition('=')
+  if not eq:
+    raise UserError(f'override {override!r} needs the form --config.KEY=VALUE')
+  valid = flat_keys(config)
+  if key not in valid:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.7)
+    hint = f'did you mean {" or ".join(close)}?' if close else f'valid keys: {", ".join(valid)}'
+    raise UserError(f'unknown config key {key!r}; {hint}')
+  *parents, leaf = key.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = _parse_value(value, node[leaf], key)
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+  try:
+    if isinstance(current, bool):
+      if text.lower() in ('true', '1', 'yes'):
+        return True
+      if text.lower() in ('false', '0', 'no'):
+        return False
+      raise ValueError(text)
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, str):
+      return text
+    if isinstance(current, (tuple, list)):
+      parsed = ast.literal_eval(text)
+      parsed = parsed if isinstance(parsed, (tuple, list)) else (parsed,)
+      return type(current)(parsed)
+    try:
+      return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      return text
+  except (ValueError, SyntaxError):
+    raise UserError(f'config.{key}={text!r} is not a valid {type(current).__name__} '
+                    f'(current value {current!r})') from None

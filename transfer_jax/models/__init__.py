@@ -1,0 +1,32 @@
+"""Models: backbones and heads (Flax Linen). `build_model` is the one place config meets model."""
+
+import ml_collections
+
+from transfer_jax.errors import UserError
+from transfer_jax.models.lenet import MLP, DannLeNetFeatures
+from transfer_jax.models.transfer_model import TransferModel
+
+# Config name -> backbone constructor. One explicit table; add an entry per new backbone.
+BACKBONES = {
+    'dann_lenet': lambda cfg: DannLeNetFeatures(),
+    'mlp': lambda cfg: MLP(hidden=tuple(cfg.hidden[:-1]), out_dim=cfg.hidden[-1]),
+}
+
+
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                with_discriminator: bool) -> TransferModel:
+  """Builds the TransferModel that `model_config` describes."""
+  if model_config.backbone not in BACKBONES:
+    raise UserError(f'unknown config.model.backbone={model_config.backbone!r}; '
+                     f'choose one of {sorted(BACKBONES)}')
+  discriminator = None
+  if with_discriminator:
+    discriminator = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=1)
+  return TransferModel(
+      backbone=BACKBONES[model_config.backbone](model_config),
+      classifier=MLP(hidden=tuple(model_config.classifier_hidden), out_dim=num_classes,
+                     dropout=model_config.get('dropout', 0.0)),
+      domain_discriminator=discriminator)
+
+
+__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'TransferModel', 'build_model']

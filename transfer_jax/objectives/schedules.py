@@ -1,0 +1,25 @@
+"""Schedules of the DANN paper (Ganin et al. 2016, section 5.2.2), functions of progress p."""
+
+import jax.numpy as jnp
+import optax
+
+
+def dann_trade_off(progress: jnp.ndarray, gamma: float = 10.0) -> jnp.ndarray:
+  """Adaptation factor lambda_p = 2 / (1 + exp(-gamma * p)) - 1, rising from 0 to ~1."""
+  return 2.0 / (1.0 + jnp.exp(-gamma * progress)) - 1.0
+
+
+def dann_annealing(base_lr: float, total_steps: int, alpha: float = 10.0,
+                   beta: float = 0.75) -> optax.Schedule:
+  """Learning rate mu_p = mu_0 / (1 + alpha * p)^beta with p = step / total_steps."""
+
+  def schedule(step):
+    progress = jnp.minimum(step / total_steps, 1.0)
+    return base_lr / (1.0 + alpha * progress) ** beta
+
+  return schedule
+
+
+def progress(step: jnp.ndarray, total_steps: int) -> jnp.ndarray:
+  """Training progress p = step / total_steps, clipped to [0, 1]."""
+  return jnp.clip(step / total_steps, 0.0, 1.0)

@@ -1,0 +1,52 @@
+"""Orbax checkpoints of the train state and the data-iterator state (current `ocp.args` API)."""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from transfer_jax.errors import UserError
+
+
+class Checkpointer:
+  """Keeps the last `keep` checkpoints in `directory`, each holding `state` and `extra` (JSON)."""
+
+  def __init__(self, directory: str, keep: int):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, extra: dict[str, Any]) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores onto `abstract_state` (ShapeDtypeStructs with shardings), keeping optax's tree."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+    return restored.state, restored.extra
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract_tree, shardings)
+
+
+def load_params(workdir: str, step: int | None = None) -> Any:
+  """The parameters saved in `workdir/checkpoints` at `step` (default: the latest), as numpy."""
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return restored.state['params']
