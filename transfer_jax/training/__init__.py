@@ -1,1 +1,1 @@
-"""Training: the one loop (`train.train_and_evaluate`), its jitted step, mesh, checkpoints, writers."""
+"""Training: the one loop (`train.train_and_evaluate`), its jitted step, mesh, checkpoints."""
