@@ -8,8 +8,11 @@ Command (one run):
   python -m transfer_jax.main --config=configs/digits.py:method=dann --workdir=runs/digits_dann
 Arguments: method=source_only|dann, reverse (optdigits -> MNIST-5000), tiny (a few steps).
 
-Expected (target test accuracy at the last step, mean of 3 seeds, 2 CPU cores):
-  filled in below from `python experiments/digits_quickstart.py --seeds 0,1,2`.
+Expected, from `python -m experiments.digits_quickstart --seeds 0,1,2` (target / source test
+accuracy at the last step, 1000 steps, mean ± std over seeds 0, 1, 2; ~80 s per run on 2 cores):
+  source_only  69.9 ± 2.0 / 96.9 ± 0.4   (per seed 67.4, 69.9, 72.4)
+  dann         72.8 ± 7.3 / 95.5 ± 0.4   (per seed 68.5, 66.9, 83.0)
+`--config.total_steps=2000`, seed 0: source_only 74.7, dann 79.4.
 """
 
 import ml_collections
