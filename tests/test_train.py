@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from conftest import ROOT, tiny_digits
+from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import config_lib
 from transfer_jax.training import train
 from transfer_jax.training.checkpoint import load_params
@@ -71,12 +71,13 @@ def test_eval_is_exact_over_the_whole_split(dann_run):
   from transfer_jax import data as data_lib
   from transfer_jax.models import build_model
   config = tiny_digits()
-  target = data_lib.load_domain('optdigits', config.data)
+  target = data_lib.load_domain(config.data.target, config.data, 'target')
+  test = [target.example_fn(target.splits['test'][i]) for i in range(len(target.splits['test']))]
+  images, labels = np.stack([t['input'] for t in test]), np.array([t['label'] for t in test])
   model = build_model(config.model, 10, with_discriminator=True)
-  params = load_params(workdir)
-  logits = model.apply({'params': params}, target.splits['test']['image'])['logits']
-  accuracy = float(np.mean(np.argmax(logits, -1) == target.splits['test']['label']))
-  assert len(target.splits['test']['label']) % config.eval_batch_size != 0  # Has padding.
+  logits = model.apply({'params': load_params(workdir)}, images)['logits']
+  accuracy = float(np.mean(np.argmax(logits, -1) == labels))
+  assert len(labels) == 359 and len(labels) % config.eval_batch_size != 0  # Has padding.
   np.testing.assert_allclose(summary['final']['target/test/accuracy'], accuracy, atol=1e-6)
 
 
@@ -122,7 +123,8 @@ def test_resume_after_a_hard_kill_matches_an_uninterrupted_run(tmp_path):
   kill_after = random.Random().randint(5, 30)
   command = [sys.executable, '-m', 'transfer_jax.main',
              f'--config={ROOT}/configs/digits.py:tiny', f'--workdir={interrupted}',
-             '--config.compilation_cache_dir=' + os.path.join(ROOT, '.pytest_cache', 'xla')]
+             '--config.compilation_cache_dir=' + os.path.join(ROOT, '.pytest_cache', 'xla'),
+             f'--config.data.data_dir={TFDS_DIR}']
   command += [f'--config.{k}={v}' for k, v in overrides.items()]
   process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -165,7 +167,7 @@ CONFIG_SPECS = [f'{path}:{arg}' for path in sorted(glob.glob(os.path.join(ROOT, 
 
 @pytest.mark.parametrize('spec', CONFIG_SPECS, ids=lambda s: os.path.basename(s))
 def test_every_config_runs_in_tiny_mode(spec, tmp_path):
-  config = config_lib.load_config(spec, ['compilation_cache_dir='])
+  config = config_lib.load_config(spec, ['compilation_cache_dir=', f'data.data_dir={TFDS_DIR}'])
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == config.total_steps
   assert np.isfinite(summary['final']['target/test/loss'])

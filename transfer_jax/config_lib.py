@@ -29,6 +29,41 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return result
 
 
+def domain_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """A domain entry of `config.data` (see `transfer_jax.data.sources` for each field)."""
+  domain = ml_collections.ConfigDict(dict(
+      name=name,               # A dataset of data.builders.DATASETS, 'npz:PATH' or registered.
+      train_split='train',     # Stored split trained on.
+      test_split='test',       # Stored split reported on; 'holdout': test_fraction of train.
+      train_size=0,            # >0: fixed random subset of train_split (ADDA: 2000 / 1800).
+      val_fraction=0.0,        # Held out of train: 'val' (source) / 'oracle_val' (target).
+      labeled_per_class=0,     # k labelled target examples per class ('labeled' split).
+      box_size=0,              # >0: resize into box x box centred in image_size (MNIST framing).
+  ))
+  domain.update(overrides)
+  return domain
+
+
+def data_config(source: ml_collections.ConfigDict, target: ml_collections.ConfigDict,
+                **overrides: Any) -> ml_collections.ConfigDict:
+  """`config.data`: the two domains and the preprocessing they share."""
+  data = ml_collections.ConfigDict(dict(
+      source=source, target=target,
+      image_size=28,           # Common square size (0: keep the stored size).
+      channels=1,              # 1 or 3: grey <-> RGB conversion where a domain differs.
+      normalize='unit',        # 'unit': [0, 1]; 'standardize': per-channel train statistics.
+      in_memory=True,          # Read the splits into memory (small data); False streams them.
+      test_fraction=0.2,       # For test_split='holdout'.
+      split_seed=0,            # Fixes every protocol draw, independent of config.seed.
+      data_dir='~/tensorflow_datasets',  # Where prepared array_record files go.
+      # Raw files for the builders (TFDS's manual-download folder).
+      manual_dir=os.environ.get('TRANSFER_JAX_MANUAL_DIR',
+                                '~/tensorflow_datasets/downloads/manual'),
+  ))
+  data.update(overrides)
+  return data
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """Loads 'path/to/config.py[:arg]', locks it, and applies 'a.b=value' overrides."""
   path, _, arg = spec.partition(':')

@@ -1,68 +1,156 @@
-"""Data: named domains, their splits, and the input pipeline.
+"""Data: named domains, their splits (the protocols), preprocessing, and the grain pipeline.
 
-`DATASETS` is the one table from a config name to a loader returning (images, labels) arrays;
-`load_domain` splits them into train and test with a fixed split seed, independent of the run seed.
+`load_domain(domain_config, data_config, role)` gives a `Domain`: its splits as random-access
+sources and the function that turns a stored example into a model example. A domain's `name` is
+  - a dataset of `builders.DATASETS` ('usps', 'mnist', 'office_caltech10_surf/amazon', ...),
+    prepared once as TFDS array_record files under `data.data_dir` from `data.manual_dir`;
+  - 'npz:PATH', a file with x_train, y_train and optionally x_test, y_test (images uint8
+    (N, H, W, C) or features (N, D)); or
+  - a name given to `register_arrays` in Python.
 """
 
 import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
 
-from transfer_jax.data import digits
-from transfer_jax.data.pipeline import ShuffledBatches, padded_batches
+from transfer_jax.data import builders, preprocess
+from transfer_jax.data.pipeline import eval_batches, train_iterator
+from transfer_jax.data.sources import ArraySource, Subset, make_splits, to_arrays
 from transfer_jax.errors import UserError
 
-DATASETS = {
-    'mnist5000': digits.mnist5000,
-    'optdigits': digits.optdigits,
-}
+# Domains added from Python with `register_arrays`: name -> {split: {'image'|'features', 'label'}}.
+REGISTERED: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+STATS_EXAMPLES = 10_000  # Examples used to estimate standardisation statistics.
 
 
 @dataclasses.dataclass(frozen=True)
 class Domain:
-  """One domain's splits as arrays: `splits[name] = {'image': (N,H,W,C) float32, 'label': (N,)}`."""
-
   name: str
   num_classes: int
-  splits: dict[str, dict[str, np.ndarray]]
+  splits: dict[str, Any]                 # 'train', 'test', maybe 'val' / 'oracle_val' / 'labeled'.
+  example_fn: Callable[[dict], dict]     # Stored example -> {'input', 'label'}.
+  unlabeled_fn: Callable[[dict], dict]   # Stored example -> {'input'}: target labels never leak.
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return tuple(self.example_fn(self.splits['train'][0])['input'].shape)
 
 
-def load_domain(name: str, data_config: ml_collections.ConfigDict) -> Domain:
-  """Loads domain `name` and holds out `data_config.test_fraction` of it as its test split."""
-  if name not in DATASETS:
-    raise UserError(f'unknown dataset {name!r} in config.data; choose one of {sorted(DATASETS)}')
-  images, labels = DATASETS[name]()
-  validate_arrays(name, images, labels)
-  order = np.random.default_rng(data_config.split_seed).permutation(len(labels))
-  num_test = int(round(len(labels) * data_config.test_fraction))
-  test, train = order[:num_test], order[num_test:]
-  splits = {'train': {'image': images[train], 'label': labels[train]},
-            'test': {'image': images[test], 'label': labels[test]}}
-  return Domain(name=name, num_classes=int(labels.max()) + 1, splits=splits)
+def register_arrays(name: str, splits: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+  """Adds a domain from numpy arrays: `{'train': {'image': uint8 (N,H,W,C), 'label': (N,)}, ...}`.
+
+  Use 'features' (N, D) instead of 'image' for vector data. Then set `config.data.target.name`
+  (or `.source.name`) to `name`.
+  """
+  checked = {}
+  for split, arrays in splits.items():
+    _validate(f'{name}/{split}', arrays)
+    checked[split] = {key: np.asarray(value) for key, value in arrays.items()}
+  REGISTERED[name] = checked
 
 
-def validate_arrays(name: str, images: np.ndarray, labels: np.ndarray) -> None:
-  """Fails with a one-line message on arrays a domain cannot be built from."""
-  if images.ndim != 4:
-    raise UserError(f'{name}: images must have shape (N, H, W, C), got {images.shape}')
-  if labels.shape != (images.shape[0],):
-    raise UserError(f'{name}: labels must have shape ({images.shape[0]},), got {labels.shape}')
-  if labels.min() < 0:
-    raise UserError(f'{name}: labels must be 0..num_classes-1, found {labels.min()}')
+def stored_splits(name: str, data: ml_collections.ConfigDict) -> tuple[dict[str, Any], int]:
+  """The stored splits of dataset `name` as sources, and its number of classes."""
+  if name in REGISTERED:
+    sources = {split: ArraySource(arrays) for split, arrays in REGISTERED[name].items()}
+    return sources, _num_classes(name, sources)
+  if name.startswith('npz:'):
+    sources = _npz_splits(name[4:])
+    return sources, _num_classes(name, sources)
+  builder = builders.make_builder(name, data.data_dir, data.manual_dir,
+                                  data.image_size if name.split('/')[0] in _FOLDERS else None)
+  if not builders.is_prepared(builder):
+    builders.check_manual_files(name, data.manual_dir)
+    builders.prepare(builder, data.manual_dir)
+  sources = {split: builder.as_data_source(split) for split in builder.info.splits}
+  if data.in_memory:
+    sources = {split: ArraySource(to_arrays(source)) for split, source in sources.items()}
+  return sources, builders.num_classes(builder)
+
+
+_FOLDERS = ('office31', 'office_home', 'domainnet')
+
+
+def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+                role: str) -> Domain:
+  """The domain `domain.name` with the splits its config asks for (see `sources.make_splits`)."""
+  stored, num_classes = stored_splits(domain.name, data)
+  splits = make_splits(stored, domain, data, role)
+  transform = preprocess.image_pipeline(data.image_size, data.channels, domain.box_size)
+  if data.normalize == 'standardize':
+    sample = Subset(splits['train'], np.arange(min(STATS_EXAMPLES, len(splits['train']))))
+    inputs = np.stack([preprocess.to_model_example(ex, transform)['input']
+                       for ex in _rows(sample)])
+    axes = tuple(range(inputs.ndim - 1))
+    stats = (inputs.mean(axes), inputs.std(axes) + 1e-6)
+    transform = preprocess.image_pipeline(data.image_size, data.channels, domain.box_size, stats)
+  elif data.normalize != 'unit':
+    raise UserError(f"unknown config.data.normalize={data.normalize!r}; use 'unit' or "
+                    "'standardize'")
+  return Domain(name=domain.name, num_classes=num_classes, splits=splits,
+                example_fn=preprocess.example_fn(transform),
+                unlabeled_fn=preprocess.example_fn(transform, with_label=False))
 
 
 def check_compatible(source: Domain, target: Domain) -> None:
-  """Source and target must share image shape and label set."""
-  source_shape = source.splits['train']['image'].shape[1:]
-  target_shape = target.splits['train']['image'].shape[1:]
-  if source_shape != target_shape:
-    raise UserError(f'source {source.name} images are {source_shape} but target {target.name} '
-                     f'images are {target_shape}; resize one of them to a common shape')
+  """Source and target must give the model inputs of one shape and share the label set."""
+  if source.input_shape != target.input_shape:
+    raise UserError(f'source {source.name} gives inputs of shape {source.input_shape} but target '
+                    f'{target.name} gives {target.input_shape}; set config.data.image_size and '
+                    'config.data.channels so they agree')
   if source.num_classes != target.num_classes:
     raise UserError(f'source {source.name} has {source.num_classes} classes but target '
-                     f'{target.name} has {target.num_classes}; the label sets must match')
+                    f'{target.name} has {target.num_classes}; the label sets must match')
 
 
-__all__ = ['DATASETS', 'Domain', 'ShuffledBatches', 'check_compatible', 'load_domain',
-           'padded_batches', 'validate_arrays']
+def _rows(source):
+  return (source[i] for i in range(len(source)))
+
+
+def _validate(name: str, arrays: Mapping[str, np.ndarray]) -> None:
+  if 'label' not in arrays or not ({'image', 'features'} & set(arrays)):
+    raise UserError(f"{name}: needs 'label' and 'image' (N,H,W,C) or 'features' (N,D) arrays, "
+                    f'got {sorted(arrays)}')
+  key = 'image' if 'image' in arrays else 'features'
+  inputs, labels = np.asarray(arrays[key]), np.asarray(arrays['label'])
+  if key == 'image' and (inputs.ndim != 4 or inputs.dtype != np.uint8):
+    raise UserError(f'{name}: images must be uint8 of shape (N, H, W, C), got {inputs.dtype} '
+                    f'{inputs.shape}')
+  if key == 'features' and inputs.ndim != 2:
+    raise UserError(f'{name}: features must have shape (N, D), got {inputs.shape}')
+  if labels.shape != (len(inputs),):
+    raise UserError(f'{name}: labels must have shape ({len(inputs)},), got {labels.shape}')
+  if len(labels) and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
+    raise UserError(f'{name}: labels must be integers 0..num_classes-1, got {labels.dtype} '
+                    f'from {labels.min()}')
+
+
+def _num_classes(name: str, sources: Mapping[str, ArraySource]) -> int:
+  return int(max(s.arrays['label'].max() for s in sources.values())) + 1
+
+
+def _npz_splits(path: str) -> dict[str, ArraySource]:
+  path = os.path.expanduser(path)
+  if not os.path.isfile(path):
+    raise UserError(f'npz file {path} not found; give npz:PATH to a file with x_train, y_train')
+  with np.load(path) as f:
+    if 'x_train' not in f or 'y_train' not in f:
+      raise UserError(f'{path} needs arrays x_train and y_train (and optionally x_test, y_test); '
+                      f'it has {sorted(f.files)}')
+    splits = {}
+    for split in ('train', 'test'):
+      if f'x_{split}' in f:
+        x = f[f'x_{split}']
+        key = 'features' if x.ndim == 2 else 'image'
+        arrays = {key: x, 'label': f[f'y_{split}'].astype(np.int64)}
+        _validate(f'{path}:{split}', arrays)
+        splits[split] = ArraySource(arrays)
+  return splits
+
+
+__all__ = ['Domain', 'REGISTERED', 'check_compatible', 'eval_batches', 'load_domain',
+           'register_arrays', 'stored_splits', 'train_iterator']

@@ -1,83 +1,86 @@
-"""In-memory input pipeline: infinite shuffled training batches and padded evaluation batches.
+"""The input pipeline: grain over random-access sources, endless shuffled training batches and
+exact, padded evaluation batches.
 
-Batches are global: every process computes the same global index list and keeps its own
-contiguous slice (rows [p * B / P, (p + 1) * B / P) for process p of P), which is how
-`jax.make_array_from_process_local_data` assembles a batch sharded over a 1-D data mesh.
+Batches are global. Every process builds the same shuffled stream and keeps, of each global batch
+of B examples, its own contiguous block of B / P rows (process p of P), which is how
+`jax.make_array_from_process_local_data` assembles a batch sharded over a 1-D data mesh: a run
+on P processes sees exactly the batches a single process sees.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import grain
 import numpy as np
 
+from transfer_jax.data.sources import read_many
 from transfer_jax.errors import UserError
 
-Arrays = Mapping[str, np.ndarray]
+
+class _ProcessBlocks(grain.MapDataset):
+  """Of each global batch of the parent stream, the rows that belong to one process."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    self._global, self._local = global_batch, global_batch // process_count
+    self._offset = process_index * self._local
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._local)
+    return self._parent[batch * self._global + self._offset + row]
+
+  def __str__(self) -> str:
+    return f'ProcessBlocks(local={self._local}, offset={self._offset})'
 
 
-class ShuffledBatches:
-  """Endless batches of one split, reshuffled each epoch; deterministic in (seed, stream, position).
+def stream_seed(seed: int, stream: int) -> int:
+  """One grain seed per (run seed, stream): domains get independent orders under one seed."""
+  return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
-  The state is the number of examples drawn so far, so `get_state`/`set_state` make a resumed
-  run continue with exactly the same data order.
+
+def train_iterator(source: Any, example_fn: Callable, global_batch_size: int, seed: int,
+                   stream: int = 0, process_index: int = 0,
+                   process_count: int = 1) -> grain.DatasetIterator:
+  """Endless batches of `source`, reshuffled every epoch; deterministic in (seed, stream).
+
+  The iterator's `get_state()` / `set_state()` are saved in checkpoints, so a resumed run
+  continues with the same data order.
   """
-
-  def __init__(self, arrays: Arrays, global_batch_size: int, seed: int, stream: int = 0,
-               process_index: int = 0, process_count: int = 1):
-    self._arrays = dict(arrays)
-    self._size = len(next(iter(self._arrays.values())))
-    if any(len(a) != self._size for a in self._arrays.values()):
-      raise UserError('all arrays of a split must have the same number of examples')
-    if global_batch_size % process_count:
-      raise UserError(f'global batch {global_batch_size} is not divisible by the '
-                       f'{process_count} processes')
-    self._batch = global_batch_size
-    self._seed = (seed, stream)  # `stream` separates the orders of domains under one seed.
-    self._local = slice(process_index * global_batch_size // process_count,
-                        (process_index + 1) * global_batch_size // process_count)
-    self._position = 0
-    self._cached_epoch, self._cached_order = -1, None
-
-  def _order(self, epoch: int) -> np.ndarray:
-    if epoch != self._cached_epoch:
-      self._cached_epoch = epoch
-      self._cached_order = np.random.default_rng([*self._seed, epoch]).permutation(self._size)
-    return self._cached_order
-
-  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    positions = np.arange(self._position, self._position + self._batch)[self._local]
-    self._position += self._batch
-    epochs, offsets = np.divmod(positions, self._size)
-    indices = np.empty_like(positions)
-    for epoch in np.unique(epochs):
-      rows = epochs == epoch
-      indices[rows] = self._order(int(epoch))[offsets[rows]]
-    return {name: array[indices] for name, array in self._arrays.items()}
-
-  def get_state(self) -> dict[str, int]:
-    return {'position': self._position}
-
-  def set_state(self, state: Mapping[str, int]) -> None:
-    self._position = int(state['position'])
+  if global_batch_size % process_count:
+    raise UserError(f'global batch {global_batch_size} is not divisible by the '
+                    f'{process_count} processes')
+  if len(source) == 0:
+    raise UserError('cannot train on an empty split')
+  dataset = grain.MapDataset.source(source).shuffle(seed=stream_seed(seed, stream)).repeat(None)
+  dataset = _ProcessBlocks(dataset, global_batch_size, process_index, process_count)
+  dataset = dataset.map(example_fn).batch(global_batch_size // process_count,
+                                          drop_remainder=True)
+  return iter(dataset)
 
 
-def padded_batches(arrays: Arrays, global_batch_size: int, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over a split in order; the last batch is padded and `mask` marks real rows."""
-  size = len(next(iter(arrays.values())))
+def eval_batches(source: Any, example_fn: Callable, global_batch_size: int,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over `source` in order; the last batch is zero-padded and `mask` marks real rows."""
+  size = len(source)
   local = slice(process_index * global_batch_size // process_count,
                 (process_index + 1) * global_batch_size // process_count)
   for start in range(0, size, global_batch_size):
-    stop = min(start + global_batch_size, size)
-    batch = {}
-    for name, array in arrays.items():
-      chunk = array[start:stop]
-      if stop - start < global_batch_size:
-        pad = np.zeros((global_batch_size - (stop - start),) + array.shape[1:], array.dtype)
-        chunk = np.concatenate([chunk, pad])
-      batch[name] = chunk[local]
-    mask = np.arange(start, start + global_batch_size) < size
-    batch['mask'] = mask[local]
+    indices = np.arange(start, start + global_batch_size)[local]
+    real = indices < size
+    rows = [example_fn(row) for row in read_many(source, indices[real].tolist())]
+    batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]} if rows else None
+    if batch is None:  # This process's block is all padding: shape it like the first example.
+      first = example_fn(source[0])
+      batch = {key: np.zeros((0,) + np.shape(v), np.asarray(v).dtype) for key, v in first.items()}
+    missing = len(indices) - len(batch['label'])
+    if missing:
+      batch = {key: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
+               for key, v in batch.items()}
+    batch['mask'] = real
     yield batch

@@ -3,7 +3,7 @@
 Each term has the signature `(outputs, batch, ctx) -> (loss, metrics)`:
   outputs: the model's outputs on the concatenated batch, source rows first
            (`features` (Bs+Bt, D), `logits` (Bs+Bt, C));
-  batch:   {'source': {'image', 'label'}, 'target': {'image'}}: target labels never reach a term
+  batch:   {'source': {'input', 'label'}, 'target': {'input'}}: target labels never reach a term
            of an unsupervised method;
   ctx:     `StepContext` with the step, training progress, an RNG key, the method's config, and
            `discriminate` (features -> domain logits, through the model's domain discriminator).

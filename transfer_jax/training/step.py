@@ -29,7 +29,7 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
     source = batch['source']
     num_source = source['label'].shape[0]
     # One feature pass over source and target images together (source rows first).
-    inputs = jnp.concatenate([source['image'], batch['target']['image']])
+    inputs = jnp.concatenate([source['input'], batch['target']['input']])
     mutable = list(state.model_state)
 
     def loss_fn(params):
@@ -79,7 +79,7 @@ def make_eval_step(model: TransferModel) -> Callable:
 
   def eval_step(state: TrainState, batch: dict[str, Any]) -> dict[str, jnp.ndarray]:
     variables = {'params': state.params, **state.model_state}
-    logits = model.apply(variables, batch['image'], train=False)['logits']
+    logits = model.apply(variables, batch['input'], train=False)['logits']
     mask = batch['mask'].astype(jnp.float32)
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
     correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)

@@ -16,6 +16,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
+from transfer_jax.errors import UserError
 from transfer_jax.models import TransferModel, build_model
 from transfer_jax.objectives.methods import get_method
 from transfer_jax.training import parallel, writers
@@ -48,14 +49,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = mesh or parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.batch_size, mesh, 'config.batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'config.eval_batch_size')
-  domains = {'source': data_lib.load_domain(config.data.source, config.data),
-             'target': data_lib.load_domain(config.data.target, config.data)}
+  domains = {role: data_lib.load_domain(config.data[role], config.data, role)
+             for role in ('source', 'target')}
   data_lib.check_compatible(domains['source'], domains['target'])
+  for split_name in config.eval_splits:
+    role, _, split = split_name.partition('/')
+    if split == 'train':
+      raise UserError(f"config.eval_splits names {split_name!r}: training metrics already use "
+                      "that name; evaluate 'test', 'val', 'oracle_val' or 'labeled' splits")
+    if role not in domains or split not in domains[role].splits:
+      raise UserError(f'config.eval_splits names {split_name!r}, but the {role} domain has splits '
+                      f'{sorted(domains.get(role, domains["source"]).splits)}')
 
   method = get_method(config.method.name)
   model = build_model(config.model, domains['source'].num_classes, method.needs_discriminator)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  example = jnp.zeros((1,) + domains['source'].splits['train']['image'].shape[1:], jnp.float32)
+  example = jnp.zeros((1,) + domains['source'].input_shape, jnp.float32)
 
   def init_variables(rng):
     return model.init({'params': rng, 'dropout': rng}, example, method=TransferModel.init_all)
@@ -77,11 +86,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   iterators = {
-      'source': data_lib.ShuffledBatches(domains['source'].splits['train'], config.batch_size,
-                                         config.seed, stream=0, **process),
-      'target': data_lib.ShuffledBatches({'image': domains['target'].splits['train']['image']},
-                                         config.batch_size, config.seed, stream=1, **process),
-  }
+      role: data_lib.train_iterator(
+          domains[role].splits['train'],
+          # Target labels never enter training: the target stream carries inputs only.
+          domains[role].example_fn if role == 'source' else domains[role].unlabeled_fn,
+          config.batch_size, config.seed, stream=stream, **process)
+      for stream, role in enumerate(('source', 'target'))}
 
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints)
   metrics_log = writers.MetricsLog(os.path.join(workdir, workdir_lib.METRICS_FILE))
@@ -109,10 +119,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   def evaluate(state: TrainState) -> dict[str, float]:
     results = {}
     for split_name in config.eval_splits:
-      domain_name, split = split_name.split('/')
+      role, split = split_name.split('/')
       totals = None
-      for batch in data_lib.padded_batches(domains[domain_name].splits[split],
-                                           config.eval_batch_size, **process):
+      for batch in data_lib.eval_batches(domains[role].splits[split], domains[role].example_fn,
+                                         config.eval_batch_size, **process):
         sums = eval_step(state, parallel.to_global(batch, mesh))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
       totals = jax.device_get(totals)

@@ -11,6 +11,7 @@ from transfer_jax.errors import UserError
 
 CONFIG_FILE, SUMMARY_FILE, METRICS_FILE = 'config.json', 'summary.json', 'metrics.jsonl'
 # Keys that do not change a run's results: a resumed run may change them (e.g. more devices).
+EVAL_SPLITS = ('test', 'val', 'oracle_val', 'labeled')
 RUNTIME_KEYS = ('compilation_cache_dir', 'num_devices', 'eval_batch_size')
 
 
@@ -67,7 +68,8 @@ def final_and_best(records: list[dict[str, Any]]) -> tuple[dict[str, float], dic
   final, best = {}, {}
   for record in records:
     for key, value in record.items():
-      if not key.endswith(('/test/accuracy', '/test/loss', '/val/accuracy', '/val/loss')):
+      parts = key.split('/')
+      if len(parts) != 3 or parts[1] not in EVAL_SPLITS or parts[2] not in ('accuracy', 'loss'):
         continue
       final[key] = value
       better = max if key.endswith('accuracy') else min
