@@ -1,5 +1,7 @@
 """Domains and protocols: preprocessing, held-out splits, k labelled per class, custom data."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -14,14 +16,16 @@ def _data(source, target, **overrides):
 
 
 def _inputs(domain, split):
-  source = domain.splits[split]
-  return np.stack([domain.example_fn(source[i])['input'] for i in range(len(source))])
+  return np.concatenate([b['input'][b['mask']] for b in
+                         data_lib.eval_batches(domain.splits[split], domain.batch_fn, 256)])
 
 
 def test_embedded_digits_are_mnist_framed_28x28_in_unit_range():
   data = _data(domain_config('mnist5000', test_split='holdout'),
                domain_config('optdigits', test_split='holdout', box_size=20))
-  for role, size in (('source', 5000), ('target', 1797)):
+  for (role, size), in_memory in itertools.product((('source', 5000), ('target', 1797)),
+                                                    (True, False)):
+    data.in_memory = in_memory
     domain = data_lib.load_domain(data[role], data, role)
     assert len(domain.splits['train']) + len(domain.splits['test']) == size
     assert len(domain.splits['test']) == round(0.2 * size)
@@ -80,17 +84,21 @@ def test_custom_arrays_and_npz_domains(tmp_path):
   train = _inputs(source, 'train')
   np.testing.assert_allclose(train.mean(), 0.0, atol=1e-4)  # Standardised on train statistics.
   np.testing.assert_allclose(train.std(), 1.0, atol=1e-3)
-  assert 'label' not in source.unlabeled_fn(source.splits['train'][0])
+  first = {k: v[None] for k, v in source.splits['train'][0].items()}
+  assert 'label' not in source.unlabeled_fn(first)
 
 
 def test_preprocessing_functions():
-  grey = np.full((2, 2, 1), 0.5, np.float32)
-  assert preprocess.set_channels(grey, 3).shape == (2, 2, 3)
-  rgb = np.ones((2, 2, 3), np.float32)
+  grey = np.full((1, 2, 2, 1), 0.5, np.float32)
+  assert preprocess.set_channels(grey, 3).shape == (1, 2, 2, 3)
+  rgb = np.ones((1, 2, 2, 3), np.float32)
   np.testing.assert_allclose(preprocess.set_channels(rgb, 1), 1.0, rtol=1e-6)
-  framed = preprocess.frame(np.ones((8, 8, 1), np.float32), 20, 28)
-  assert framed.shape == (28, 28, 1) and framed[4:24, 4:24].min() == 1.0 and framed.sum() == 400
+  framed = preprocess.frame(np.ones((2, 8, 8, 1), np.float32), 20, 28)
+  assert framed.shape == (2, 28, 28, 1) and framed[:, 4:24, 4:24].min() == 1.0
+  assert framed.sum() == 2 * 400
   np.testing.assert_array_equal(preprocess.to_unit_float(np.array([0, 255], np.uint8)), [0, 1])
+  standardize = preprocess.standardizer(np.array([[1.0, 10.0], [3.0, 30.0]], np.float32))
+  np.testing.assert_allclose(standardize(np.array([[2.0, 20.0]])), [[0.0, 0.0]], atol=1e-6)
 
 
 def test_bad_inputs_get_one_line_errors(tmp_path):

@@ -12,8 +12,8 @@ def _source(n=10):
                       'label': np.arange(n)})
 
 
-def _example(row):
-  return {'input': row['image'].astype(np.float32), 'label': np.int32(row['label'])}
+def _example(batch):
+  return {'input': batch['image'].astype(np.float32), 'label': batch['label'].astype(np.int32)}
 
 
 def _draw(iterator, k):

@@ -72,8 +72,10 @@ def test_eval_is_exact_over_the_whole_split(dann_run):
   from transfer_jax.models import build_model
   config = tiny_digits()
   target = data_lib.load_domain(config.data.target, config.data, 'target')
-  test = [target.example_fn(target.splits['test'][i]) for i in range(len(target.splits['test']))]
-  images, labels = np.stack([t['input'] for t in test]), np.array([t['label'] for t in test])
+  test = target.splits['test']
+  batch = target.batch_fn({key: np.stack([test[i][key] for i in range(len(test))])
+                           for key in ('input', 'label')})
+  images, labels = batch['input'], batch['label']
   model = build_model(config.model, 10, with_discriminator=True)
   logits = model.apply({'params': load_params(workdir)}, images)['logits']
   accuracy = float(np.mean(np.argmax(logits, -1) == labels))

@@ -10,6 +10,7 @@ sources and the function that turns a stored example into a model example. A dom
 """
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from transfer_jax.data import builders, preprocess
 from transfer_jax.data.pipeline import eval_batches, train_iterator
-from transfer_jax.data.sources import ArraySource, Subset, make_splits, to_arrays
+from transfer_jax.data.sources import ArraySource, make_splits, read_many, to_arrays
 from transfer_jax.errors import UserError
 
 # Domains added from Python with `register_arrays`: name -> {split: {'image'|'features', 'label'}}.
@@ -32,12 +33,13 @@ class Domain:
   name: str
   num_classes: int
   splits: dict[str, Any]                 # 'train', 'test', maybe 'val' / 'oracle_val' / 'labeled'.
-  example_fn: Callable[[dict], dict]     # Stored example -> {'input', 'label'}.
-  unlabeled_fn: Callable[[dict], dict]   # Stored example -> {'input'}: target labels never leak.
+  batch_fn: Callable[[dict], dict]       # Stored batch -> {'input', 'label'}.
+  unlabeled_fn: Callable[[dict], dict]   # Stored batch -> {'input'}: target labels never leak.
 
   @property
   def input_shape(self) -> tuple[int, ...]:
-    return tuple(self.example_fn(self.splits['train'][0])['input'].shape)
+    first = read_many(self.splits['train'], [0])[0]
+    return tuple(self.batch_fn(_stack([first]))['input'].shape[1:])
 
 
 def register_arrays(name: str, splits: Mapping[str, Mapping[str, np.ndarray]]) -> None:
@@ -77,23 +79,41 @@ _FOLDERS = ('office31', 'office_home', 'domainnet')
 
 def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
                 role: str) -> Domain:
-  """The domain `domain.name` with the splits its config asks for (see `sources.make_splits`)."""
+  """The domain `domain.name` with the splits its config asks for (see `sources.make_splits`).
+
+  With `data.in_memory`, every stored split is preprocessed once into model inputs; otherwise
+  each batch is preprocessed as it is read.
+  """
   stored, num_classes = stored_splits(domain.name, data)
+  image_fn = preprocess.image_transform(data.image_size, data.channels, domain.box_size)
+  if data.in_memory:
+    stored = {split: ArraySource(_materialise(source, image_fn))
+              for split, source in stored.items()}
   splits = make_splits(stored, domain, data, role)
-  transform = preprocess.image_pipeline(data.image_size, data.channels, domain.box_size)
+  post_fn = None
   if data.normalize == 'standardize':
-    sample = Subset(splits['train'], np.arange(min(STATS_EXAMPLES, len(splits['train']))))
-    inputs = np.stack([preprocess.to_model_example(ex, transform)['input']
-                       for ex in _rows(sample)])
-    axes = tuple(range(inputs.ndim - 1))
-    stats = (inputs.mean(axes), inputs.std(axes) + 1e-6)
-    transform = preprocess.image_pipeline(data.image_size, data.channels, domain.box_size, stats)
+    sample = np.arange(min(STATS_EXAMPLES, len(splits['train'])))
+    train_inputs = preprocess.model_inputs(_stack(read_many(splits['train'], sample)), image_fn)
+    post_fn = preprocess.standardizer(train_inputs)
   elif data.normalize != 'unit':
     raise UserError(f"unknown config.data.normalize={data.normalize!r}; use 'unit' or "
                     "'standardize'")
   return Domain(name=domain.name, num_classes=num_classes, splits=splits,
-                example_fn=preprocess.example_fn(transform),
-                unlabeled_fn=preprocess.example_fn(transform, with_label=False))
+                batch_fn=functools.partial(preprocess.to_model_batch, image_fn=image_fn,
+                                           post_fn=post_fn),
+                unlabeled_fn=functools.partial(preprocess.to_model_batch, image_fn=image_fn,
+                                               post_fn=post_fn, with_label=False))
+
+
+def _materialise(source: Any, image_fn: Callable) -> dict[str, np.ndarray]:
+  arrays = to_arrays(source)
+  inputs = [preprocess.model_inputs({k: v[i:i + 4096] for k, v in arrays.items()}, image_fn)
+            for i in range(0, len(arrays['label']), 4096)]
+  return {'input': np.concatenate(inputs), 'label': arrays['label']}
+
+
+def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
+  return {key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]}
 
 
 def check_compatible(source: Domain, target: Domain) -> None:
@@ -105,10 +125,6 @@ def check_compatible(source: Domain, target: Domain) -> None:
   if source.num_classes != target.num_classes:
     raise UserError(f'source {source.name} has {source.num_classes} classes but target '
                     f'{target.name} has {target.num_classes}; the label sets must match')
-
-
-def _rows(source):
-  return (source[i] for i in range(len(source)))
 
 
 def _validate(name: str, arrays: Mapping[str, np.ndarray]) -> None:

@@ -44,7 +44,7 @@ def stream_seed(seed: int, stream: int) -> int:
   return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
-def train_iterator(source: Any, example_fn: Callable, global_batch_size: int, seed: int,
+def train_iterator(source: Any, batch_fn: Callable, global_batch_size: int, seed: int,
                    stream: int = 0, process_index: int = 0,
                    process_count: int = 1) -> grain.DatasetIterator:
   """Endless batches of `source`, reshuffled every epoch; deterministic in (seed, stream).
@@ -59,12 +59,12 @@ def train_iterator(source: Any, example_fn: Callable, global_batch_size: int, se
     raise UserError('cannot train on an empty split')
   dataset = grain.MapDataset.source(source).shuffle(seed=stream_seed(seed, stream)).repeat(None)
   dataset = _ProcessBlocks(dataset, global_batch_size, process_index, process_count)
-  dataset = dataset.map(example_fn).batch(global_batch_size // process_count,
-                                          drop_remainder=True)
+  # Preprocessing runs on whole batches (vectorised numpy), not example by example.
+  dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True).map(batch_fn)
   return iter(dataset)
 
 
-def eval_batches(source: Any, example_fn: Callable, global_batch_size: int,
+def eval_batches(source: Any, batch_fn: Callable, global_batch_size: int,
                  process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """One pass over `source` in order; the last batch is zero-padded and `mask` marks real rows."""
   size = len(source)
@@ -73,14 +73,8 @@ def eval_batches(source: Any, example_fn: Callable, global_batch_size: int,
   for start in range(0, size, global_batch_size):
     indices = np.arange(start, start + global_batch_size)[local]
     real = indices < size
-    rows = [example_fn(row) for row in read_many(source, indices[real].tolist())]
-    batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]} if rows else None
-    if batch is None:  # This process's block is all padding: shape it like the first example.
-      first = example_fn(source[0])
-      batch = {key: np.zeros((0,) + np.shape(v), np.asarray(v).dtype) for key, v in first.items()}
-    missing = len(indices) - len(batch['label'])
-    if missing:
-      batch = {key: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
-               for key, v in batch.items()}
+    # Padding rows repeat example 0 (any real example keeps shapes and dtypes); `mask` drops them.
+    rows = read_many(source, np.where(real, indices, 0).tolist())
+    batch = batch_fn({key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]})
     batch['mask'] = real
     yield batch

@@ -17,14 +17,11 @@ from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
 from transfer_jax.errors import UserError
-from transfer_jax.models import TransferModel, build_model
-from transfer_jax.objectives.methods import get_method
 from transfer_jax.training import parallel, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
-from transfer_jax.training.optimizer import build_optimizer
+from transfer_jax.training.program import build_program
 from transfer_jax.training.state import TrainState
-from transfer_jax.training.step import make_eval_step, make_train_step
 from transfer_jax.transfer.params import count_params
 
 
@@ -61,35 +58,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise UserError(f'config.eval_splits names {split_name!r}, but the {role} domain has splits '
                       f'{sorted(domains.get(role, domains["source"]).splits)}')
 
-  method = get_method(config.method.name)
-  model = build_model(config.model, domains['source'].num_classes, method.needs_discriminator)
+  program = build_program(config, mesh, domains['source'].input_shape,
+                          domains['source'].num_classes)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  example = jnp.zeros((1,) + domains['source'].input_shape, jnp.float32)
-
-  def init_variables(rng):
-    return model.init({'params': rng, 'dropout': rng}, example, method=TransferModel.init_all)
-
-  abstract_params = jax.eval_shape(init_variables, init_rng)['params']
-  optimizer, schedule = build_optimizer(config.optimizer, config.total_steps, abstract_params)
-
-  def init_state(rng) -> TrainState:
-    variables = init_variables(rng)
-    params = variables.pop('params')
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
-                      opt_state=optimizer.init(params),
-                      first_nonfinite_step=jnp.full((), -1, jnp.int32))
-
-  abstract_state = jax.eval_shape(init_state, init_rng)
-  state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
-  replicated = parallel.replicated(mesh)
-  batch_sharding = parallel.batch_sharding(mesh)
 
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   iterators = {
       role: data_lib.train_iterator(
           domains[role].splits['train'],
           # Target labels never enter training: the target stream carries inputs only.
-          domains[role].example_fn if role == 'source' else domains[role].unlabeled_fn,
+          domains[role].batch_fn if role == 'source' else domains[role].unlabeled_fn,
           config.batch_size, config.seed, stream=stream, **process)
       for stream, role in enumerate(('source', 'target'))}
 
@@ -99,7 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   latest = checkpointer.latest_step()
   if latest is not None:
     state, extra = checkpointer.restore(
-        latest, abstract_with_shardings(abstract_state, state_sharding))
+        latest, abstract_with_shardings(program.abstract_state, program.state_sharding))
     for name, iterator in iterators.items():
       iterator.set_state(extra['iterators'][name])
     previous_wall_s = extra['wall_s']
@@ -107,21 +85,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       metrics_log.truncate_after(latest)
     print(f'resuming {workdir} from its checkpoint at step {latest}')
   else:
-    state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
-
-  train_step = jax.jit(make_train_step(model, optimizer, schedule, method, config),
-                       in_shardings=(state_sharding, batch_sharding, replicated),
-                       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=replicated)
-  train_rng = jax.device_put(train_rng, replicated)
+    state = program.init_state(init_rng)
+  train_step, eval_step = program.train_step, program.eval_step
+  train_rng = jax.device_put(train_rng, parallel.replicated(mesh))
 
   def evaluate(state: TrainState) -> dict[str, float]:
     results = {}
     for split_name in config.eval_splits:
       role, split = split_name.split('/')
       totals = None
-      for batch in data_lib.eval_batches(domains[role].splits[split], domains[role].example_fn,
+      for batch in data_lib.eval_batches(domains[role].splits[split], domains[role].batch_fn,
                                          config.eval_batch_size, **process):
         sums = eval_step(state, parallel.to_global(batch, mesh))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: `python -m transfer_jax.bench.NAME --help`."""
