@@ -29,6 +29,52 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return result
 
 
+def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
+  """The fields every experiment shares (loop cadence, devices, optimizer, method defaults).
+
+  An experiment config starts from this, sets `data` and `model`, and overrides what differs.
+  """
+  config = ml_collections.ConfigDict()
+  config.seed = 0                     # Seeds parameters, data order and dropout.
+
+  config.method = ml_collections.ConfigDict()
+  config.method.name = method         # A key of objectives.METHODS ('source_only', 'dann').
+  config.method.trade_off = 1.0       # Weight of the transfer loss.
+  config.method.grl_schedule = 'dann'  # 'dann': coeff ramps 2/(1+exp(-gamma p))-1; 'constant'.
+  config.method.grl_gamma = 10.0
+  config.method.grl_coeff = 1.0       # Final (or constant) gradient-reversal coefficient.
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'       # 'sgd', 'adam' or 'adamw'.
+  config.optimizer.learning_rate = 0.01        # mu_0 of the DANN paper.
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.schedule = 'dann_annealing'  # mu_0 / (1 + alpha p)^beta; 'constant'; 'cosine'.
+  config.optimizer.anneal_alpha = 10.0
+  config.optimizer.anneal_beta = 0.75
+  config.optimizer.freeze = ''                 # Regex of parameter paths to freeze.
+
+  config.batch_size = 64              # Per domain, global over all devices.
+  config.eval_batch_size = 512
+  config.total_steps = 1000
+  config.log_every_steps = 100
+  config.eval_every_steps = 250
+  config.checkpoint_every_steps = 250
+  config.keep_checkpoints = 2
+  config.eval_splits = ('source/test', 'target/test')
+  config.num_devices = 0              # 0: every device; n: the first n (single process only).
+  config.compilation_cache_dir = '~/.cache/transfer_jax/xla'
+  if tiny:
+    config.total_steps = 6
+    config.batch_size = 16
+    config.eval_batch_size = 128
+    config.log_every_steps = 2
+    config.eval_every_steps = 3
+    config.checkpoint_every_steps = 3
+  return config
+
+
 def domain_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   """A domain entry of `config.data` (see `transfer_jax.data.sources` for each field)."""
   domain = ml_collections.ConfigDict(dict(

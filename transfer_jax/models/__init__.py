@@ -3,13 +3,15 @@
 import ml_collections
 
 from transfer_jax.errors import UserError
-from transfer_jax.models.lenet import MLP, DannLeNetFeatures
+from transfer_jax.models.lenet import DannLeNetFeatures
+from transfer_jax.models.mlp import MLP, MLPFeatures
 from transfer_jax.models.transfer_model import TransferModel
 
 # Config name -> backbone constructor. One explicit table; add an entry per new backbone.
 BACKBONES = {
     'dann_lenet': lambda cfg: DannLeNetFeatures(),
-    'mlp': lambda cfg: MLP(hidden=tuple(cfg.hidden[:-1]), out_dim=cfg.hidden[-1]),
+    # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
+    'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden)),
 }
 
 
@@ -29,4 +31,4 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
       domain_discriminator=discriminator)
 
 
-__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'TransferModel', 'build_model']
+__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'MLPFeatures', 'TransferModel', 'build_model']

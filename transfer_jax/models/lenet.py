@@ -1,7 +1,5 @@
 """The LeNet-style digits networks used across the domain-adaptation literature."""
 
-from collections.abc import Sequence
-
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -23,19 +21,3 @@ class DannLeNetFeatures(nn.Module):
     # Flatten in (channel, height, width) order so the feature layout, and hence the first dense
     # layer's weights, match torch's `x.flatten(1)` on NCHW tensors.
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-
-
-class MLP(nn.Module):
-  """Dense -> ReLU stack ending in a linear layer of `out_dim` units (no final activation)."""
-
-  hidden: Sequence[int]
-  out_dim: int
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, name=f'dense{i}')(x))
-      if self.dropout:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.out_dim, name='out')(x)

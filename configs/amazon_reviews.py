@@ -1,0 +1,37 @@
+"""Amazon reviews sentiment (Blitzer et al. 2007) in the DANN paper's setting (Table 1).
+
+5000-d unigram/bigram count features; 2000 labelled source reviews, 2000 unlabelled target
+reviews, reported on the target test reviews (books 4465, dvd 3586, electronics 5681,
+kitchen 5945). One hidden layer of 100 units, as in the paper.
+
+  python -m transfer_jax.main --config=configs/amazon_reviews.py:source=books,target=dvd \\
+      --workdir=runs/amazon_b2d --config.data.manual_dir=../shared/datasets
+Arguments: source, target in books|dvd|electronics|kitchen; method=source_only|dann; tiny.
+
+Expected: EXPECTED_TABLE
+"""
+
+import ml_collections
+
+from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, source='books', target='dvd', method='dann', tiny=False)
+  config = base_config(arg.method, arg.tiny)
+  source, target = (domain_config(f'amazon_reviews/{name}') for name in (arg.source, arg.target))
+  config.data = data_config(source, target, image_size=0)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.backbone = 'mlp'                 # 5000 -> 100 features (ReLU).
+  config.model.backbone_hidden = (100,)
+  config.model.classifier_hidden = ()           # Linear classifier (2 classes).
+  config.model.discriminator_hidden = (100,)    # Domain discriminator: 100 -> 100 -> 1.
+  config.model.dropout = 0.0
+  config.batch_size = 32
+  config.eval_batch_size = 1024
+  config.optimizer.weight_decay = 0.0
+  if arg.tiny:
+    config.batch_size = 16
+    config.eval_batch_size = 256
+  return config

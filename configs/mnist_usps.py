@@ -1,0 +1,44 @@
+"""MNIST <-> USPS with the DANN paper's network, on the three standard protocols.
+
+  full  MNIST train (60000) / USPS train (7291); reported on the test splits (10000 / 2007).
+  adda  2000 MNIST / 1800 USPS training images drawn with split_seed 0 (Tzeng et al. 2017);
+        reported on the test splits.
+  jda   the JDA/TJM .mat pair (2000 MNIST / 1800 USPS, 16x16); transductive: reported on all
+        target images, which are also the (unlabelled) target training images.
+USPS images are resized to 28x28 (as TLlib does). Raw files come from the manual directory:
+
+  python -m transfer_jax.main --config=configs/mnist_usps.py:method=dann,protocol=full \\
+      --workdir=runs/m2u_dann --config.data.manual_dir=../shared/datasets
+Arguments: method=source_only|dann, protocol=full|adda|jda, reverse (USPS -> MNIST), tiny.
+
+Expected: EXPECTED_TABLE
+"""
+
+import ml_collections
+
+from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.errors import UserError
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, method='dann', protocol='full', reverse=False, tiny=False)
+  config = base_config(arg.method, arg.tiny)
+  if arg.protocol == 'full':
+    mnist, usps = domain_config('mnist'), domain_config('usps')
+  elif arg.protocol == 'adda':
+    mnist = domain_config('mnist', train_size=2000)
+    usps = domain_config('usps', train_size=1800)
+  elif arg.protocol == 'jda':
+    mnist = domain_config('jda_mnist_usps', train_split='mnist', test_split='mnist')
+    usps = domain_config('jda_mnist_usps', train_split='usps', test_split='usps')
+  else:
+    raise UserError(f'unknown protocol={arg.protocol!r}; choose full, adda or jda')
+  source, target = (usps, mnist) if arg.reverse else (mnist, usps)
+  config.data = data_config(source, target, image_size=28, channels=1)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.backbone = 'dann_lenet'          # conv32-pool-conv48-pool (768-d features).
+  config.model.classifier_hidden = (100, 100)   # Label predictor: 768 -> 100 -> 100 -> 10.
+  config.model.discriminator_hidden = (100,)    # Domain discriminator: 768 -> 100 -> 1.
+  config.model.dropout = 0.0
+  return config

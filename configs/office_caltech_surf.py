@@ -1,0 +1,45 @@
+"""Office-Caltech10 with 800-d SURF bag-of-words features (the GFK release), an MLP on top.
+
+Domains A (amazon, 958), C (caltech, 1123), D (dslr, 157), W (webcam, 295); 10 classes. The
+standard shallow protocol is transductive: all source images are labelled training data, all
+target images are unlabelled training data and the target test set. Features are z-scored with
+each domain's own statistics.
+
+  python -m transfer_jax.main --config=configs/office_caltech_surf.py:source=A,target=W \\
+      --workdir=runs/surf_a2w --config.data.manual_dir=../shared/datasets
+Arguments: source, target in A|C|D|W; method=source_only|dann; tiny.
+
+Expected: EXPECTED_TABLE
+"""
+
+import ml_collections
+
+from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.errors import UserError
+
+DOMAINS = {'A': 'amazon', 'C': 'caltech', 'D': 'dslr', 'W': 'webcam'}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, source='A', target='W', method='dann', tiny=False)
+  for letter in (arg.source, arg.target):
+    if letter not in DOMAINS:
+      raise UserError(f'unknown Office-Caltech10 domain {letter!r}; choose A, C, D or W')
+  config = base_config(arg.method, arg.tiny)
+  source, target = (domain_config(f'office_caltech10_surf/{DOMAINS[letter]}',
+                                  test_split='train') for letter in (arg.source, arg.target))
+  config.data = data_config(source, target, image_size=0, normalize='standardize')
+
+  config.model = ml_collections.ConfigDict()
+  config.model.backbone = 'mlp'                 # 800 -> 256 features (ReLU).
+  config.model.backbone_hidden = (256,)
+  config.model.classifier_hidden = ()           # Linear classifier on the features.
+  config.model.discriminator_hidden = (256,)    # Domain discriminator: 256 -> 256 -> 1.
+  config.model.dropout = 0.0
+  config.batch_size = 32
+  config.eval_batch_size = 256
+  config.optimizer.weight_decay = 1e-3
+  if arg.tiny:
+    config.batch_size = 16
+    config.eval_batch_size = 64
+  return config

@@ -1,0 +1,35 @@
+"""Multi-layer perceptrons: heads (classifier, domain discriminator) and vector-data backbones."""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class MLP(nn.Module):
+  """Dense -> ReLU stack ending in a linear layer of `out_dim` units (no final activation)."""
+
+  hidden: Sequence[int]
+  out_dim: int
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    for i, width in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(width, name=f'dense{i}')(x))
+      if self.dropout:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.out_dim, name='out')(x)
+
+
+class MLPFeatures(nn.Module):
+  """Feature extractor for vector data (text, SURF): Dense -> ReLU layers."""
+
+  hidden: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    del train
+    for i, width in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(width, name=f'dense{i}')(x))
+    return x
