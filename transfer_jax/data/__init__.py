@@ -5,7 +5,9 @@ sources and the function that turns a stored example into a model example. A dom
   - a dataset of `builders.DATASETS` ('usps', 'mnist', 'office_caltech10_surf/amazon', ...),
     prepared once as TFDS array_record files under `data.data_dir` from `data.manual_dir`;
   - 'npz:PATH', a file with x_train, y_train and optionally x_test, y_test (images uint8
-    (N, H, W, C) or features (N, D)); or
+    (N, H, W, C) or features (N, D));
+  - 'folder:ROOT/DOMAIN', images in ROOT/DOMAIN/CLASS/*.jpg|png (every domain of ROOT must
+    have the same class folders), resized to `data.image_size`, one stored split 'train'; or
   - a name given to `register_arrays` in Python.
 """
 
@@ -63,8 +65,13 @@ def stored_splits(name: str, data: ml_collections.ConfigDict) -> tuple[dict[str,
   if name.startswith('npz:'):
     sources = _npz_splits(name[4:])
     return sources, _num_classes(name, sources)
-  builder = builders.make_builder(name, data.data_dir, data.manual_dir,
-                                  data.image_size if name.split('/')[0] in _FOLDERS else None)
+  if name.startswith('folder:'):
+    root, domain = os.path.split(os.path.normpath(os.path.expanduser(name[7:])))
+    builder = builders.ImageFolder(root=root, domain=domain, image_size=data.image_size or 224,
+                                   data_dir=os.path.expanduser(data.data_dir))
+  else:
+    builder = builders.make_builder(name, data.data_dir, data.manual_dir,
+                                    data.image_size if name.split('/')[0] in _FOLDERS else None)
   if not builders.is_prepared(builder):
     builders.check_manual_files(name, data.manual_dir)
     builders.prepare(builder, data.manual_dir)

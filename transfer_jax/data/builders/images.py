@@ -6,6 +6,7 @@ sorted alphabetically and required to be the same in every domain of the root.
 """
 
 import dataclasses
+import hashlib
 import os
 import re
 
@@ -129,8 +130,12 @@ def folder_config(root: str, domain: str, image_size: int = 224) -> ImageFolderC
                        f'{only_there}); every domain needs the same classes')
   slug = lambda text: re.sub(r'[^A-Za-z0-9_]+', '_', text).strip('_').lower() or 'x'
   dataset = slug(os.path.basename(os.path.normpath(root)))
+  # The root's absolute path is hashed into the name: two folders with one basename never share
+  # prepared files.
+  root_id = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:8]
   return ImageFolderConfig(
-      name=f'{dataset}_{slug(domain)}_{image_size}px', root=os.path.abspath(root), domain=domain,
+      name=f'{dataset}_{root_id}_{slug(domain)}_{image_size}px', root=os.path.abspath(root),
+      domain=domain,
       image_size=image_size, class_names=tuple(classes),
       description=f'Domain {domain} of {root}, resized to {image_size}x{image_size}.')
 
