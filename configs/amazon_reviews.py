@@ -8,7 +8,9 @@ kitchen 5945). One hidden layer of 100 units, as in the paper.
       --workdir=runs/amazon_b2d --config.data.manual_dir=../shared/datasets
 Arguments: source, target in books|dvd|electronics|kitchen; method=source_only|dann; tiny.
 
-Expected: EXPECTED_TABLE
+Expected (seed 0, 1000 steps, books -> dvd, target / source test accuracy at the last step):
+  source_only 80.1 / 82.6 (10 s)   dann 79.7 / 82.3 (11 s)
+Anchor (DANN paper, Table 1, B -> D): NN .790, DANN .784.
 """
 
 import ml_collections

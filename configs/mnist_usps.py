@@ -11,7 +11,9 @@ USPS images are resized to 28x28 (as TLlib does). Raw files come from the manual
       --workdir=runs/m2u_dann --config.data.manual_dir=../shared/datasets
 Arguments: method=source_only|dann, protocol=full|adda|jda, reverse (USPS -> MNIST), tiny.
 
-Expected: EXPECTED_TABLE
+Expected (seed 0, 1000 steps, target / source test accuracy at the last step, 2 CPU cores;
+the tuned, 3-seed T1 table belongs to the feature-transfer issue):
+  protocol=full  source_only 75.4 / 97.4 (124 s)   dann 76.4 / 96.5 (84 s)
 """
 
 import ml_collections

@@ -9,7 +9,10 @@ each domain's own statistics.
       --workdir=runs/surf_a2w --config.data.manual_dir=../shared/datasets
 Arguments: source, target in A|C|D|W; method=source_only|dann; tiny.
 
-Expected: EXPECTED_TABLE
+Expected (seed 0, 1000 steps, A -> W, target accuracy on all target images at the last step;
+source accuracy is on the source training images):
+  source_only 41.0 / 100.0 (14 s)   dann 40.7 / 100.0 (13 s)
+Anchors for the 12-task average: no adaptation 41.1, CORAL 48.8 (Sun et al. 2016, linear SVM).
 """
 
 import ml_collections

@@ -200,3 +200,37 @@ def test_readme_custom_data_example(tmp_path):
       f'data.target.name=npz:{tmp_path}/scans.npz', 'data.target.test_split=test',
       'data.target.box_size=0', f'data.data_dir={TFDS_DIR}', 'compilation_cache_dir='])
   assert train.train_and_evaluate(config, str(tmp_path / 'npz'))['steps'] == config.total_steps
+
+
+def test_two_processes_match_one_process(dann_run, tmp_path):
+  """2 local CPU processes x 4 devices train the same steps as 1 process x 8 devices."""
+  import socket
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  workdir = tmp_path / 'two_processes'
+  command = [sys.executable, '-m', 'transfer_jax.main', f'--config={ROOT}/configs/digits.py:tiny',
+             f'--workdir={workdir}', f'--config.data.data_dir={TFDS_DIR}',
+             '--config.compilation_cache_dir=' + os.path.join(ROOT, '.pytest_cache', 'xla')]
+  processes = []
+  for process_id in range(2):
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+               JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
+               JAX_PROCESS_ID=str(process_id))
+    processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  for p, output in zip(processes, outputs, strict=True):
+    assert p.returncode == 0, output[-3000:]
+  with open(workdir / 'summary.json') as f:
+    summary = json.load(f)
+  assert summary['process_count'] == 2 and summary['device_count'] == 8
+  expected = _read_jsonl(os.path.join(dann_run[0], 'metrics.jsonl'))
+  got = _read_jsonl(workdir / 'metrics.jsonl')
+  assert [r['step'] for r in got] == [r['step'] for r in expected]
+  for a, b in zip(got, expected, strict=True):
+    for key in a:
+      if 'loss' in key or 'accuracy' in key:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=f'{key} at {a["step"]}')
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5),
+               load_params(str(workdir)), load_params(dann_run[0]))

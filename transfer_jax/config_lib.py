@@ -65,6 +65,12 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.eval_splits = ('source/test', 'target/test')
   config.num_devices = 0              # 0: every device; n: the first n (single process only).
   config.compilation_cache_dir = '~/.cache/transfer_jax/xla'
+  # Multi-process runs (several hosts): leave empty to read JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES and JAX_PROCESS_ID, or a Slurm allocation, from the environment.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ''   # host:port of process 0.
+  config.distributed.num_processes = 0
+  config.distributed.process_id = -1
   if tiny:
     config.total_steps = 6
     config.batch_size = 16

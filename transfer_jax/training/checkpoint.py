@@ -42,11 +42,20 @@ def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
 
 
 def load_params(workdir: str, step: int | None = None) -> Any:
-  """The parameters saved in `workdir/checkpoints` at `step` (default: the latest), as numpy."""
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'))
+  """The parameters saved in `workdir/checkpoints` at `step` (default: the latest).
+
+  Restored onto this process's first device whatever the device layout that saved them.
+  """
+  manager = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'extra': ocp.JsonCheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise UserError(f'no checkpoint in {workdir}/checkpoints')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        manager.item_metadata(step)['state'])
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   manager.close()
   return restored.state['params']

@@ -10,7 +10,8 @@ from absl import logging
 
 
 def setup(config: ml_collections.ConfigDict) -> None:
-  """Turns on JAX's persistent compilation cache at `config.compilation_cache_dir` (if set)."""
+  """Joins a multi-process run if one is configured, turns on the compilation cache, sets logs."""
+  initialize_distributed(config)
   cache_dir = config.get('compilation_cache_dir')
   if cache_dir:
     enable_compilation_cache(os.path.expanduser(cache_dir))
@@ -34,3 +35,33 @@ def enable_compilation_cache(cache_dir: str, min_compile_seconds: float = 0.0) -
   jax.config.update('jax_compilation_cache_dir', cache_dir)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', min_compile_seconds)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
+  """Calls `jax.distributed.initialize` for a multi-process run; returns whether it did.
+
+  The coordinator comes from `config.distributed` if set, else from the environment:
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (any launcher), or a Slurm
+  allocation of several tasks (SLURM_NTASKS > 1), which JAX detects by itself. Single-process
+  runs need none of these.
+  """
+  if jax.distributed.is_initialized():
+    return True
+  dist = config.get('distributed') or {}
+  address = dist.get('coordinator_address') or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if address:
+    num_processes = dist.get('num_processes') or int(os.environ.get('JAX_NUM_PROCESSES', 0))
+    process_id = dist.get('process_id', -1)
+    if process_id < 0:
+      process_id = int(os.environ.get('JAX_PROCESS_ID', -1))
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      from transfer_jax.errors import UserError
+      raise UserError(f'a multi-process run at {address} needs num_processes >= 1 and 0 <= '
+                      f'process_id < num_processes (got {num_processes}, {process_id}); set '
+                      'JAX_NUM_PROCESSES and JAX_PROCESS_ID or config.distributed')
+    jax.distributed.initialize(address, num_processes, process_id)
+    return True
+  if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
+    jax.distributed.initialize()  # JAX reads the Slurm environment.
+    return True
+  return False

@@ -60,7 +60,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   program = build_program(config, mesh, domains['source'].input_shape,
                           domains['source'].num_classes)
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  # Made by a jitted function with replicated outputs: valid on meshes spanning several processes.
+  replicated = parallel.replicated(mesh)
+  init_rng, train_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                out_shardings=(replicated, replicated))()
 
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   iterators = {
@@ -87,7 +90,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     state = program.init_state(init_rng)
   train_step, eval_step = program.train_step, program.eval_step
-  train_rng = jax.device_put(train_rng, parallel.replicated(mesh))
 
   def evaluate(state: TrainState) -> dict[str, float]:
     results = {}

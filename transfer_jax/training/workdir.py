@@ -12,7 +12,9 @@ from transfer_jax.errors import UserError
 CONFIG_FILE, SUMMARY_FILE, METRICS_FILE = 'config.json', 'summary.json', 'metrics.jsonl'
 # Keys that do not change a run's results: a resumed run may change them (e.g. more devices).
 EVAL_SPLITS = ('test', 'val', 'oracle_val', 'labeled')
-RUNTIME_KEYS = ('compilation_cache_dir', 'num_devices', 'eval_batch_size')
+RUNTIME_KEYS = ('compilation_cache_dir', 'num_devices', 'eval_batch_size',
+                'distributed.coordinator_address', 'distributed.num_processes',
+                'distributed.process_id')
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
