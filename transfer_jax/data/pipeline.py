@@ -7,13 +7,14 @@ of B examples, its own contiguous block of B / P rows (process p of P), which is
 on P processes sees exactly the batches a single process sees.
 """
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
 import numpy as np
 
-from transfer_jax.data.sources import read_many
+from transfer_jax.data.sources import read_batch
 from transfer_jax.errors import UserError
 
 
@@ -57,11 +58,17 @@ def train_iterator(source: Any, batch_fn: Callable, global_batch_size: int, seed
                     f'{process_count} processes')
   if len(source) == 0:
     raise UserError('cannot train on an empty split')
-  dataset = grain.MapDataset.source(source).shuffle(seed=stream_seed(seed, stream)).repeat(None)
-  dataset = _ProcessBlocks(dataset, global_batch_size, process_index, process_count)
-  # Preprocessing runs on whole batches (vectorised numpy), not example by example.
-  dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True).map(batch_fn)
+  # grain shuffles and batches example *indices*; each batch is then read from the source in
+  # one bulk call and preprocessed as a whole (vectorised), not example by example.
+  dataset = grain.MapDataset.range(len(source)).shuffle(seed=stream_seed(seed, stream))
+  dataset = _ProcessBlocks(dataset.repeat(None), global_batch_size, process_index, process_count)
+  dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True)
+  dataset = dataset.map(functools.partial(_read_and_preprocess, source=source, batch_fn=batch_fn))
   return iter(dataset)
+
+
+def _read_and_preprocess(indices: np.ndarray, source: Any, batch_fn: Callable) -> dict:
+  return batch_fn(read_batch(source, indices))
 
 
 def eval_batches(source: Any, batch_fn: Callable, global_batch_size: int,
@@ -74,7 +81,6 @@ def eval_batches(source: Any, batch_fn: Callable, global_batch_size: int,
     indices = np.arange(start, start + global_batch_size)[local]
     real = indices < size
     # Padding rows repeat example 0 (any real example keeps shapes and dtypes); `mask` drops them.
-    rows = read_many(source, np.where(real, indices, 0).tolist())
-    batch = batch_fn({key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]})
+    batch = batch_fn(read_batch(source, np.where(real, indices, 0)))
     batch['mask'] = real
     yield batch

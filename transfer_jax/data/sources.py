@@ -64,6 +64,17 @@ class Subset:
     return read_many(self.source, self.indices[np.asarray(indices, np.int64)].tolist())
 
 
+def read_batch(source: Any, indices: np.ndarray) -> dict[str, np.ndarray]:
+  """The examples at `indices`, stacked: one fancy-indexing read for arrays, one bulk read else."""
+  indices = np.asarray(indices, np.int64)
+  if isinstance(source, ArraySource):
+    return {name: array[indices] for name, array in source.arrays.items()}
+  if isinstance(source, Subset):
+    return read_batch(source.source, source.indices[indices])
+  rows = read_many(source, indices.tolist())
+  return {key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]}
+
+
 def read_many(source: Any, indices: Sequence[int]) -> list[dict[str, Any]]:
   if hasattr(source, '__getitems__'):
     return source.__getitems__(list(indices))
