@@ -29,6 +29,19 @@ def _read_jsonl(path):
     return [json.loads(line) for line in f]
 
 
+def assert_same_training(workdir_a: str, workdir_b: str, atol: float) -> None:
+  """Two runs logged the same steps, losses and accuracies, and ended with the same parameters."""
+  a_records = _read_jsonl(os.path.join(workdir_a, 'metrics.jsonl'))
+  b_records = _read_jsonl(os.path.join(workdir_b, 'metrics.jsonl'))
+  assert [r['step'] for r in a_records] == [r['step'] for r in b_records]
+  for a, b in zip(a_records, b_records, strict=True):
+    for key in a:
+      if 'loss' in key or 'accuracy' in key:
+        np.testing.assert_allclose(a[key], b[key], atol=atol, err_msg=f'{key} at {a["step"]}')
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol),
+               load_params(workdir_a), load_params(workdir_b))
+
+
 @pytest.fixture(scope='module')
 def dann_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('dann'))
@@ -93,15 +106,7 @@ def test_one_device_and_eight_devices_agree(dann_run, tmp_path, eight_devices):
   workdir8, _ = dann_run
   one = Mesh(np.asarray(eight_devices[:1]), ('data',))
   train.train_and_evaluate(tiny_digits(), str(tmp_path), mesh=one)
-  single = _read_jsonl(tmp_path / 'metrics.jsonl')
-  multi = _read_jsonl(os.path.join(workdir8, 'metrics.jsonl'))
-  assert [r['step'] for r in single] == [r['step'] for r in multi]
-  for a, b in zip(single, multi, strict=True):
-    for key in a:
-      if 'loss' in key or 'accuracy' in key:
-        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=f'{key} at {a["step"]}')
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5),
-               load_params(str(tmp_path)), load_params(workdir8))
+  assert_same_training(str(tmp_path), workdir8, atol=1e-5)
 
 
 def test_batch_not_divisible_by_device_count_is_a_clear_error(tmp_path):
@@ -225,12 +230,4 @@ def test_two_processes_match_one_process(dann_run, tmp_path):
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
   assert summary['process_count'] == 2 and summary['device_count'] == 8
-  expected = _read_jsonl(os.path.join(dann_run[0], 'metrics.jsonl'))
-  got = _read_jsonl(workdir / 'metrics.jsonl')
-  assert [r['step'] for r in got] == [r['step'] for r in expected]
-  for a, b in zip(got, expected, strict=True):
-    for key in a:
-      if 'loss' in key or 'accuracy' in key:
-        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=f'{key} at {a["step"]}')
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5),
-               load_params(str(workdir)), load_params(dann_run[0]))
+  assert_same_training(str(workdir), dann_run[0], atol=1e-5)
