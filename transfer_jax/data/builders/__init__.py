@@ -18,7 +18,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from transfer_jax.data.builders import base, digits, features, images
+from transfer_jax.data.builders import base, cifar, digits, features, images
 from transfer_jax.data.builders.base import ArrayRecordBuilder
 from transfer_jax.data.builders.images import ImageFolder
 from transfer_jax.errors import UserError
@@ -55,6 +55,8 @@ DATASETS: dict[str, Entry] = {
     'mnist5000': Entry(digits.Mnist5000),
     'mnist_m': Entry(images.MnistM),
     'jda_mnist_usps': Entry(digits.JdaMnistUsps),
+    'cifar10': Entry(cifar.Cifar10),
+    'cifar100': Entry(cifar.Cifar100),
     **{f'office_caltech10_surf/{d}': Entry(features.OfficeCaltech10Surf, d)
        for d in features.OFFICE_DOMAINS},
     **{f'amazon_reviews/{d}': Entry(features.AmazonReviews, d) for d in features.AMAZON_DOMAINS},
