@@ -44,6 +44,33 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.method.grl_gamma = 10.0
   config.method.grl_coeff = 1.0       # Final (or constant) gradient-reversal coefficient.
 
+  # The objective: source_weight * L_S + target_weight * ramp(p) * L_T + transfer + regularizer.
+  config.objective = ml_collections.ConfigDict()
+  config.objective.source_weight = 1.0    # Labelled source cross-entropy (0: not drawn).
+  config.objective.target_weight = 0.0    # lambda on labelled target examples (joint objective).
+  config.objective.target_weight_schedule = 'constant'  # 'constant', 'linear' or 'dann'.
+
+  # Distance regularizer towards the transferred parameters (objectives/regularizers.py).
+  config.regularizer = ml_collections.ConfigDict()
+  config.regularizer.name = 'none'    # 'none', 'l2', 'l2_sp', 'fisher_sp', 'delta', 'bss'.
+  config.regularizer.alpha = 0.01     # Weight towards theta_S (l2_sp, fisher_sp), or the term's.
+  config.regularizer.beta = 0.01      # Weight towards 0 for new parameters.
+  config.regularizer.bss_k = 1        # BSS: number of smallest singular values penalised.
+  config.regularizer.fisher_batches = 20  # Fisher-SP: source batches to estimate the Fisher.
+
+  # Pretrained weights merged into the fresh initialisation (transfer/pretrained.py).
+  config.init_from = ml_collections.ConfigDict()
+  config.init_from.path = ''          # Workdir of an earlier run, or a .pth/.safetensors file.
+  config.init_from.required = False   # True: the config transfers weights; a path is needed.
+  config.init_from.step = -1          # -1: the latest checkpoint; else that step.
+  config.init_from.best = False       # Load the run's best-on-validation checkpoint instead.
+  config.init_from.torch_arch = ''    # For torch files: the architecture ('resnet50', ...).
+  config.init_from.load = '.*'        # Regex of leaf paths to load ('params/backbone/.*').
+  config.init_from.skip = ''          # Regex of paths kept fresh (a new head).
+  config.init_from.rename = ()        # ('regex=>replacement', ...) on checkpoint paths.
+  config.init_from.allow_missing = False  # Model leaves absent from the checkpoint stay fresh.
+  config.init_from.allow_unused = False   # Checkpoint leaves the model lacks are ignored.
+
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'       # 'sgd', 'adam' or 'adamw'.
   config.optimizer.learning_rate = 0.01        # mu_0 of the DANN paper.
@@ -53,7 +80,11 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.optimizer.schedule = 'dann_annealing'  # mu_0 / (1 + alpha p)^beta; 'constant'; 'cosine'.
   config.optimizer.anneal_alpha = 10.0
   config.optimizer.anneal_beta = 0.75
-  config.optimizer.freeze = ''                 # Regex of parameter paths to freeze.
+  config.optimizer.step_boundaries = (0.5, 0.75)  # 'step' schedule: fractions of total_steps,
+  config.optimizer.step_factor = 0.1              # where the learning rate is multiplied by this.
+  config.optimizer.freeze = ''        # Regex of parameter paths that never train.
+  config.optimizer.lr_multipliers = ()  # (('backbone/.*', 0.1),): per-group learning rates.
+  config.optimizer.unfreeze = ()      # (('backbone/.*', 500),): frozen until that step (LP-FT).
 
   config.batch_size = 64              # Per domain, global over all devices.
   config.eval_batch_size = 512
@@ -62,6 +93,7 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.eval_every_steps = 250
   config.checkpoint_every_steps = 250
   config.keep_checkpoints = 2
+  config.best_checkpoint_metric = ''  # e.g. 'source/val/accuracy': also keep the best in best/.
   config.eval_splits = ('source/test', 'target/test')
   config.num_devices = 0              # 0: every device; n: the first n (single process only).
   config.compilation_cache_dir = '~/.cache/transfer_jax/xla'
@@ -89,7 +121,7 @@ def domain_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
       test_split='test',       # Stored split reported on; 'holdout': test_fraction of train.
       train_size=0,            # >0: fixed random subset of train_split (ADDA: 2000 / 1800).
       val_fraction=0.0,        # Held out of train: 'val' (source) / 'oracle_val' (target).
-      labeled_per_class=0,     # k labelled target examples per class ('labeled' split).
+      labeled_per_class=0,     # k labelled examples per class ('labeled'); -1: all of train.
       box_size=0,              # >0: resize into box x box centred in image_size (MNIST framing).
   ))
   domain.update(overrides)

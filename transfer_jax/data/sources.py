@@ -12,7 +12,8 @@ TFDS array_record data sources (`builders`), `ArraySource` for numpy arrays, and
                ADDA protocol: 2000 MNIST / 1800 USPS)
   val_fraction held out of the training examples as `val` (source) or `oracle_val` (target,
                labelled: an upper bound for model selection, never a realistic rule)
-  labeled_per_class  k labelled target examples per class (`labeled`), removed from `train`
+  labeled_per_class  k labelled target examples per class (`labeled`), removed from `train`;
+               -1: every training example is also in `labeled`
 All draws use `split_seed`, independent of the run seed, so splits never change between runs.
 """
 
@@ -123,7 +124,9 @@ def make_splits(stored: Mapping[str, Any], domain: ml_collections.ConfigDict,
                       f'{domain.train_split} has {len(train)} training examples')
     train = np.sort(rng.choice(train, domain.train_size, replace=False))
   labels = labels_of(train_source)
-  if domain.labeled_per_class:
+  if domain.labeled_per_class == -1:  # Every training example labelled (and also unlabelled).
+    splits['labeled'] = Subset(train_source, train)
+  elif domain.labeled_per_class:
     labeled = _per_class(train, labels, domain.labeled_per_class, rng, name)
     train = np.setdiff1d(train, labeled)
     splits['labeled'] = Subset(train_source, labeled)

@@ -5,13 +5,22 @@ import ml_collections
 from transfer_jax.errors import UserError
 from transfer_jax.models.lenet import DannLeNetFeatures
 from transfer_jax.models.mlp import MLP, MLPFeatures
+from transfer_jax.models.resnet import ResNetFeatures
 from transfer_jax.models.transfer_model import TransferModel
+from transfer_jax.models.vgg import VGGFeatures
 
 # Config name -> backbone constructor. One explicit table; add an entry per new backbone.
 BACKBONES = {
     'dann_lenet': lambda cfg: DannLeNetFeatures(),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
     'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden)),
+    # torchvision-named image backbones (pooled features: 512 / 2048 / 4096); weights from a
+    # PyTorch state_dict via transfer_jax.transfer.torch_import. '_cifar': 3x3/1 stem, no max-pool.
+    'resnet18': lambda cfg: ResNetFeatures(depth=18, stem='imagenet'),
+    'resnet50': lambda cfg: ResNetFeatures(depth=50, stem='imagenet'),
+    'resnet18_cifar': lambda cfg: ResNetFeatures(depth=18, stem='cifar'),
+    'resnet50_cifar': lambda cfg: ResNetFeatures(depth=50, stem='cifar'),
+    'vgg16': lambda cfg: VGGFeatures(dropout=cfg.get('backbone_dropout', 0.5)),
 }
 
 
@@ -31,4 +40,5 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
       domain_discriminator=discriminator)
 
 
-__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'MLPFeatures', 'TransferModel', 'build_model']
+__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'MLPFeatures', 'ResNetFeatures',
+           'TransferModel', 'VGGFeatures', 'build_model']

@@ -71,12 +71,13 @@ def dann(outputs: dict[str, Any], batch: dict[str, Any],
 @dataclasses.dataclass(frozen=True)
 class Method:
   loss: Callable[..., tuple[jnp.ndarray, Metrics]]
+  uses_target: bool = True            # Draws unlabelled target batches (alignment methods).
   needs_discriminator: bool = False
 
 
 # config.method.name -> transfer term. The one table; add a line per method.
 METHODS: dict[str, Method] = {
-    'source_only': Method(source_only),
+    'source_only': Method(source_only, uses_target=False),
     'dann': Method(dann, needs_discriminator=True),
 }
 

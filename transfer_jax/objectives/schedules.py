@@ -23,3 +23,15 @@ def dann_annealing(base_lr: float, total_steps: int, alpha: float = 10.0,
 def progress(step: jnp.ndarray, total_steps: int) -> jnp.ndarray:
   """Training progress p = step / total_steps, clipped to [0, 1]."""
   return jnp.clip(step / total_steps, 0.0, 1.0)
+
+
+def ramp(name: str, progress: jnp.ndarray) -> jnp.ndarray:
+  """A weight schedule in [0, 1]: 'constant' (1), 'linear' (p) or 'dann' (the DANN ramp)."""
+  if name == 'constant':
+    return jnp.ones_like(progress)
+  if name == 'linear':
+    return progress
+  if name == 'dann':
+    return dann_trade_off(progress)
+  from transfer_jax.errors import UserError
+  raise UserError(f"unknown weight schedule {name!r}; choose 'constant', 'linear' or 'dann'")

@@ -29,6 +29,10 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
     return restored.state, restored.extra
 
+  def read_extra(self, step: int) -> dict[str, Any]:
+    """The JSON saved beside the state at `step`."""
+    return self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore())).extra
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
@@ -41,21 +45,25 @@ def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
                       abstract_tree, shardings)
 
 
-def load_params(workdir: str, step: int | None = None) -> Any:
-  """The parameters saved in `workdir/checkpoints` at `step` (default: the latest).
-
-  Restored onto this process's first device whatever the device layout that saved them.
-  """
+def load_state(directory: str, step: int | None = None) -> Any:
+  """The train state saved in a checkpoint directory at `step` (default: the latest), as a tree
+  of arrays on this process's first device, whatever the device layout that saved it."""
   manager = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
+      os.path.abspath(directory),
       item_handlers={'state': ocp.StandardCheckpointHandler(),
                      'extra': ocp.JsonCheckpointHandler()})
+  available = manager.all_steps()
   step = manager.latest_step() if step is None else step
-  if step is None:
-    raise UserError(f'no checkpoint in {workdir}/checkpoints')
+  if step is None or step not in available:
+    raise UserError(f'no checkpoint at step {step} in {directory}; it has steps {available}')
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         manager.item_metadata(step)['state'])
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   manager.close()
-  return restored.state['params']
+  return restored.state
+
+
+def load_params(workdir: str, step: int | None = None) -> Any:
+  """The parameters saved in `workdir/checkpoints` at `step` (default: the latest)."""
+  return load_state(os.path.join(workdir, 'checkpoints'), step)['params']

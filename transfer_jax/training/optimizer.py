@@ -1,13 +1,23 @@
-"""The optimizer from `config.optimizer`: rule, learning-rate schedule, weight decay, freezing."""
+"""The optimizer from `config.optimizer`: rule, learning-rate schedule, weight decay, and which
+parameters train when, at which rate.
 
-from typing import Any
+  freeze          regex of parameters that never train (they keep no optimizer state)
+  lr_multipliers  (('regex', m), ...): learning rate x m for matching parameters (first match)
+  unfreeze        (('regex', step), ...): matching parameters stay frozen until `step` (gradual
+                  unfreezing; linear-probe-then-fine-tune is (('backbone/.*', K),))
+Paths look like 'backbone/conv1/kernel'. Groups are formed by `optax.multi_transform`.
+"""
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from transfer_jax.errors import UserError
 from transfer_jax.objectives.schedules import dann_annealing
-from transfer_jax.transfer.params import regex_labels
+from transfer_jax.transfer.params import compile_regex, param_names
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -17,30 +27,92 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
     return dann_annealing(cfg.learning_rate, total_steps, cfg.anneal_alpha, cfg.anneal_beta)
   if cfg.schedule == 'cosine':
     return optax.cosine_decay_schedule(cfg.learning_rate, total_steps)
+  if cfg.schedule == 'step':
+    boundaries = {int(b * total_steps): cfg.step_factor for b in cfg.step_boundaries}
+    return optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
   raise UserError(f"unknown config.optimizer.schedule={cfg.schedule!r}; choose one of "
-                   "['constant', 'cosine', 'dann_annealing']")
+                  "['constant', 'cosine', 'dann_annealing', 'step']")
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
-                    params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Returns the optimizer and its learning-rate schedule (for logging).
+class _GateState(NamedTuple):
+  count: jnp.ndarray
 
-  `cfg.freeze` is a regex over parameter paths ('backbone/.*'): matching parameters get no
-  update and, through `optax.multi_transform`, keep no optimizer state.
-  """
-  schedule = learning_rate_schedule(cfg, total_steps)
+
+def frozen_until(step: int) -> optax.GradientTransformation:
+  """Zeroes updates before optimizer step `step` (placed before and after the rule, so neither
+  momentum nor weight decay moves a parameter that is still frozen)."""
+
+  def init(params):
+    del params
+    return _GateState(count=jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    gate = (state.count >= step).astype(jnp.float32)
+    return jax.tree.map(lambda u: u * gate.astype(u.dtype), updates), _GateState(state.count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _rule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
   if cfg.name == 'sgd':
     rule = optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
   elif cfg.name == 'adam':
     rule = optax.adam(schedule)
   elif cfg.name == 'adamw':
-    rule = optax.adamw(schedule, weight_decay=cfg.weight_decay)
+    return optax.adamw(schedule, weight_decay=cfg.weight_decay)
   else:
     raise UserError(f"unknown config.optimizer.name={cfg.name!r}; choose sgd, adam or adamw")
-  if cfg.weight_decay and cfg.name != 'adamw':
+  if cfg.weight_decay:
     # Coupled L2 weight decay, as in torch.optim.SGD(weight_decay=...).
     rule = optax.chain(optax.add_decayed_weights(cfg.weight_decay), rule)
-  if cfg.freeze:
-    labels = regex_labels(params, cfg.freeze, matched='frozen', unmatched='trainable')
-    rule = optax.multi_transform({'trainable': rule, 'frozen': optax.set_to_zero()}, labels)
-  return rule, schedule
+  return rule
+
+
+def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict[str, tuple]]:
+  """Each parameter's group label and each group's (lr multiplier, unfreeze step) or None if
+  frozen for good."""
+  freeze = compile_regex(cfg.freeze, 'optimizer.freeze')
+  multipliers = [(compile_regex(p, 'optimizer.lr_multipliers'), float(m))
+                 for p, m in cfg.lr_multipliers]
+  unfreeze = [(compile_regex(p, 'optimizer.unfreeze'), int(s)) for p, s in cfg.unfreeze]
+  labels, groups, matched = [], {}, set()
+  for name in param_names(params):
+    if freeze and freeze.fullmatch(name):
+      labels.append('frozen')
+      groups['frozen'] = None
+      matched.add('freeze')
+      continue
+    multiplier = next((m for regex, m in multipliers if regex.fullmatch(name)), 1.0)
+    start = next((s for regex, s in unfreeze if regex.fullmatch(name)), 0)
+    label = f'lr_x{multiplier:g}_from{start}'
+    labels.append(label)
+    groups[label] = (multiplier, start)
+  for field, rules in (('lr_multipliers', multipliers), ('unfreeze', unfreeze)):
+    for regex, _ in rules:
+      if not any(regex.fullmatch(n) for n in param_names(params)):
+        raise UserError(f'config.optimizer.{field} pattern {regex.pattern!r} matches no '
+                        f'parameter; names look like {param_names(params)[:3]}')
+  if cfg.freeze and 'freeze' not in matched:
+    raise UserError(f'config.optimizer.freeze={cfg.freeze!r} matches no parameter; names look '
+                    f'like {param_names(params)[:3]}')
+  return jax.tree.unflatten(jax.tree.structure(params), labels), groups
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
+                    params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns the optimizer and its base learning-rate schedule (for logging)."""
+  schedule = learning_rate_schedule(cfg, total_steps)
+  labels, groups = group_labels(cfg, params)
+  transforms = {}
+  for label, group in groups.items():
+    if group is None:
+      transforms[label] = optax.set_to_zero()
+      continue
+    multiplier, start = group
+    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count))
+    transforms[label] = (optax.chain(frozen_until(start), rule, frozen_until(start)) if start
+                         else rule)
+  if len(transforms) == 1 and 'frozen' not in transforms:
+    return next(iter(transforms.values())), schedule
+  return optax.multi_transform(transforms, labels), schedule

@@ -1,7 +1,8 @@
 """The compiled program of a run: model, optimizer, sharded initial state, jitted steps.
 
 `build_program` is shared by the training loop and the benchmarks, so a benchmark measures
-exactly the step that trains.
+exactly the step that trains. Pretrained weights (`config.init_from`) are merged into the fresh
+initialisation inside the jitted init.
 """
 
 import dataclasses
@@ -15,54 +16,88 @@ import optax
 from jax.sharding import Mesh
 
 from transfer_jax.models import TransferModel, build_model
-from transfer_jax.objectives.methods import get_method
+from transfer_jax.objectives.methods import Method, get_method
+from transfer_jax.objectives.regularizers import Regularizer, get_regularizer
 from transfer_jax.training import parallel
 from transfer_jax.training.optimizer import build_optimizer
 from transfer_jax.training.state import TrainState
-from transfer_jax.training.step import make_eval_step, make_train_step
+from transfer_jax.training.step import (
+  make_eval_step,
+  make_fisher_step,
+  make_train_step,
+  streams_used,
+)
+from transfer_jax.transfer.pretrained import Pretrained, load_pretrained, merge
 
 
 @dataclasses.dataclass(frozen=True)
 class Program:
   model: TransferModel
+  method: Method
+  regularizer: Regularizer
   optimizer: optax.GradientTransformation
+  streams: tuple[str, ...]      # Batch streams the step consumes.
+  pretrained: Pretrained | None  # What init_from loaded (None: fresh initialisation).
   abstract_state: TrainState    # ShapeDtypeStructs (from jax.eval_shape).
   state_sharding: Any           # Replicated over the mesh, leaf by leaf.
   init_state: Callable[[jax.Array], TrainState]      # Jitted, with output shardings.
   train_step: Callable[..., tuple[TrainState, dict]]  # Jitted (state, batch, rng), state donated.
   eval_step: Callable[..., dict]                      # Jitted (state, batch) -> sums.
+  fisher_step: Callable[..., Any]                     # Jitted (state, batch) -> squared grads.
+  set_fisher: Callable[..., TrainState]               # Jitted (state, fisher) -> state.
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tuple[int, ...],
                   num_classes: int) -> Program:
   """Builds the model and optimizer from `config` and compiles-on-first-call the steps."""
   method = get_method(config.method.name)
+  regularizer = get_regularizer(config.regularizer.name)
   model = build_model(config.model, num_classes, method.needs_discriminator)
   example = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
 
   def init_variables(rng):
     return model.init({'params': rng, 'dropout': rng}, example, method=TransferModel.init_all)
 
-  abstract_params = jax.eval_shape(init_variables, jax.random.key(0))['params']
+  abstract_variables = jax.eval_shape(init_variables, jax.random.key(0))
+  pretrained = load_pretrained(config.init_from, abstract_variables)
+  abstract_params = abstract_variables['params']
+  transferred = (pretrained.loaded_mask(abstract_params) if pretrained is not None
+                 else jax.tree.map(lambda _: False, abstract_params))
   optimizer, schedule = build_optimizer(config.optimizer, config.total_steps, abstract_params)
 
-  def init_state(rng) -> TrainState:
-    variables = init_variables(rng)
+  def init_state(rng, loaded: dict[str, jax.Array]) -> TrainState:
+    variables = merge(init_variables(rng), loaded)
     params = variables.pop('params')
+    anchors = {}
+    if regularizer.needs_reference:
+      anchors['params'] = params  # theta_S: the transferred values the run starts from.
+    if regularizer.needs_fisher:
+      anchors['fisher'] = jax.tree.map(jnp.zeros_like, params)  # Estimated before step 0.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
                       opt_state=optimizer.init(params),
-                      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+                      first_nonfinite_step=jnp.full((), -1, jnp.int32), anchors=anchors)
 
-  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  loaded = pretrained.values if pretrained is not None else {}
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0), loaded)
   replicated = parallel.replicated(mesh)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
   batch_sharding = parallel.batch_sharding(mesh)
+  jitted_init = jax.jit(init_state, out_shardings=state_sharding)
+
+  def set_fisher(state: TrainState, fisher: Any) -> TrainState:
+    return state.replace(anchors={**state.anchors, 'fisher': fisher})
+
   return Program(
-      model=model, optimizer=optimizer, abstract_state=abstract_state,
-      state_sharding=state_sharding,
-      init_state=jax.jit(init_state, out_shardings=state_sharding),
-      train_step=jax.jit(make_train_step(model, optimizer, schedule, method, config),
-                         in_shardings=(state_sharding, batch_sharding, replicated),
-                         out_shardings=(state_sharding, replicated), donate_argnums=(0,)),
+      model=model, method=method, regularizer=regularizer, optimizer=optimizer,
+      streams=streams_used(config, method), pretrained=pretrained,
+      abstract_state=abstract_state, state_sharding=state_sharding,
+      init_state=lambda rng: jitted_init(rng, loaded),
+      train_step=jax.jit(
+          make_train_step(model, optimizer, schedule, method, regularizer, transferred, config),
+          in_shardings=(state_sharding, batch_sharding, replicated),
+          out_shardings=(state_sharding, replicated), donate_argnums=(0,)),
       eval_step=jax.jit(make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=replicated))
+                        out_shardings=replicated),
+      fisher_step=jax.jit(make_fisher_step(model), in_shardings=(state_sharding, batch_sharding),
+                          out_shardings=replicated),
+      set_fisher=jax.jit(set_fisher, out_shardings=state_sharding, donate_argnums=(0,)))

@@ -13,3 +13,4 @@ class TrainState:
   model_state: Any             # Other mutable collections (e.g. 'batch_stats'); {} if none.
   opt_state: Any
   first_nonfinite_step: jnp.ndarray  # int32 scalar: first step whose loss was NaN/Inf, else -1.
+  anchors: Any = None          # What regularizers compare to: {'params': theta_S, 'fisher': F}.

@@ -1,4 +1,14 @@
-"""The pure training and evaluation steps: `(state, batch, rng) -> (state, metrics)`."""
+"""The pure training and evaluation steps: `(state, batch, rng) -> (state, metrics)`.
+
+The objective of one step is
+
+  source_weight * L_S + target_weight(p) * L_T + transfer term + regularizer
+
+with L_S the cross-entropy on the labelled source batch, L_T the cross-entropy on labelled
+target examples (the joint objective; `target_labeled` stream), the method's transfer term on
+source and unlabelled target features (DANN, ...), and a distance regularizer towards the
+transferred parameters (L2-SP, ...). A batch holds only the streams the objective uses.
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -11,47 +21,93 @@ import optax
 from transfer_jax.models import TransferModel
 from transfer_jax.objectives import losses
 from transfer_jax.objectives.methods import Method, StepContext
-from transfer_jax.objectives.schedules import progress
+from transfer_jax.objectives.regularizers import Regularizer, RegularizerContext
+from transfer_jax.objectives.schedules import progress, ramp
 from transfer_jax.training.state import TrainState
+
+STREAMS = ('source', 'target', 'target_labeled')  # Row order of the one concatenated pass.
+
+
+def streams_used(config: ml_collections.ConfigDict, method: Method) -> tuple[str, ...]:
+  """The batch streams the configured objective needs, in `STREAMS` order."""
+  used = []
+  if config.objective.source_weight > 0 or method.uses_target:
+    used.append('source')
+  if method.uses_target:
+    used.append('target')
+  if config.objective.target_weight > 0:
+    used.append('target_labeled')
+  return tuple(used)
 
 
 def make_train_step(model: TransferModel, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, method: Method,
-                    config: ml_collections.ConfigDict) -> Callable:
-  """Builds the step: source cross-entropy plus the method's transfer term, one optimizer update."""
+                    schedule: optax.Schedule, method: Method, regularizer: Regularizer,
+                    transferred: Any, config: ml_collections.ConfigDict) -> Callable:
+  """Builds the step for `config`; `transferred` marks the parameters loaded by init_from."""
   total_steps = config.total_steps
-  method_config = config.method
+  objective = config.objective
 
   def train_step(state: TrainState, batch: dict[str, Any],
                  rng: jax.Array) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     rng = jax.random.fold_in(rng, state.step)
     dropout_rng, method_rng = jax.random.split(rng)
-    source = batch['source']
-    num_source = source['label'].shape[0]
-    # One feature pass over source and target images together (source rows first).
-    inputs = jnp.concatenate([source['input'], batch['target']['input']])
+    streams = [name for name in STREAMS if name in batch]
+    sizes = [batch[name]['input'].shape[0] for name in streams]
+    offsets = dict(zip(streams, [sum(sizes[:i]) for i in range(len(sizes))], strict=True))
+    rows = {name: slice(offsets[name], offsets[name] + size)
+            for name, size in zip(streams, sizes, strict=True)}
+    # One pass over every stream's inputs together (BatchNorm sees them as one batch).
+    inputs = jnp.concatenate([batch[name]['input'] for name in streams])
     mutable = list(state.model_state)
+    p = progress(state.step, total_steps)
 
     def loss_fn(params):
       variables = {'params': params, **state.model_state}
       outputs = model.apply(variables, inputs, train=True, rngs={'dropout': dropout_rng},
                             mutable=mutable or False)
       outputs, new_model_state = outputs if mutable else (outputs, {})
+      metrics, total = {}, jnp.zeros(())
+      for name, prefix, weight in (('source', 'source', objective.source_weight),
+                                   ('target_labeled', 'target', objective.target_weight)):
+        if name in rows and weight > 0:
+          logits, labels = outputs['logits'][rows[name]], batch[name]['label']
+          task_loss = losses.cross_entropy(logits, labels)
+          if prefix == 'target':  # lambda of the joint objective, with its schedule.
+            weight = weight * ramp(objective.target_weight_schedule, p)
+          total += weight * task_loss
+          metrics[f'{prefix}/train/loss'] = task_loss
+          metrics[f'{prefix}/train/accuracy'] = losses.accuracy(logits, labels)
+      if method.uses_target:
+        # The method sees source rows then unlabelled target rows, nothing else.
+        aligned = slice(rows['source'].start, rows['target'].stop)
+        method_outputs = {key: value[aligned] for key, value in outputs.items()}
 
-      def discriminate(features):
-        return model.apply(variables, features, train=True, rngs={'dropout': dropout_rng},
-                           method=TransferModel.discriminate)
+        def discriminate(features):
+          return model.apply(variables, features, train=True, rngs={'dropout': dropout_rng},
+                             method=TransferModel.discriminate)
 
-      ctx = StepContext(step=state.step, progress=progress(state.step, total_steps),
-                        rng=method_rng, config=method_config, discriminate=discriminate)
-      source_logits = outputs['logits'][:num_source]
-      task_loss = losses.cross_entropy(source_logits, source['label'])
-      transfer_loss, metrics = method.loss(outputs, batch, ctx)
-      total_loss = task_loss + transfer_loss
-      metrics = {'source/train/loss': task_loss,
-                 'source/train/accuracy': losses.accuracy(source_logits, source['label']),
-                 'train/transfer_loss': transfer_loss, 'train/total_loss': total_loss, **metrics}
-      return total_loss, (metrics, new_model_state)
+        ctx = StepContext(step=state.step, progress=p, rng=method_rng, config=config.method,
+                          discriminate=discriminate)
+        transfer_loss, method_metrics = method.loss(method_outputs, batch, ctx)
+        total += transfer_loss
+        metrics.update(method_metrics)
+        metrics['train/transfer_loss'] = transfer_loss
+      if regularizer.name != 'none':
+        supervised = rows.get('target_labeled', rows.get('source'))
+        reference_features = None
+        if regularizer.needs_reference_features:
+          reference_variables = {'params': state.anchors['params'], **state.model_state}
+          reference_features = model.apply(reference_variables, inputs,
+                                           train=False)['features'][supervised]
+        reg_ctx = RegularizerContext(
+            config=config.regularizer, reference=state.anchors.get('params'),
+            transferred=transferred, fisher=state.anchors.get('fisher'),
+            features=outputs['features'][supervised], reference_features=reference_features)
+        reg_loss, reg_metrics = regularizer.loss(params, reg_ctx)
+        total += reg_loss
+        metrics.update(reg_metrics)
+      metrics['train/total_loss'] = total
+      return total, (metrics, new_model_state)
 
     (total_loss, (metrics, new_model_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
@@ -72,6 +128,23 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
     return new_state, metrics
 
   return train_step
+
+
+def make_fisher_step(model: TransferModel) -> Callable:
+  """Sum over a labelled batch of squared per-example gradients of the log-likelihood at the
+  reference parameters (the empirical diagonal Fisher information, EWC-style)."""
+
+  def fisher_step(state: TrainState, batch: dict[str, Any]) -> Any:
+    def example_loss(params, inputs, label):
+      variables = {'params': params, **state.model_state}
+      logits = model.apply(variables, inputs[None], train=False)['logits']
+      return losses.cross_entropy(logits, label[None])
+
+    grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(
+        state.anchors['params'], batch['input'], batch['label'])
+    return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
+
+  return fisher_step
 
 
 def make_eval_step(model: TransferModel) -> Callable:

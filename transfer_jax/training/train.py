@@ -22,7 +22,9 @@ from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
 from transfer_jax.training.program import build_program
 from transfer_jax.training.state import TrainState
+from transfer_jax.training.step import STREAMS
 from transfer_jax.transfer.params import count_params
+from transfer_jax.transfer.pretrained import format_table
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,15 +68,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                 out_shardings=(replicated, replicated))()
 
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  iterators = {
-      role: data_lib.train_iterator(
-          domains[role].splits['train'],
-          # Target labels never enter training: the target stream carries inputs only.
-          domains[role].batch_fn if role == 'source' else domains[role].unlabeled_fn,
-          config.batch_size, config.seed, stream=stream, **process)
-      for stream, role in enumerate(('source', 'target'))}
+  iterators = make_iterators(program.streams, domains, config, process)
+  if program.pretrained is not None and is_main:
+    _report_pretrained(program, workdir)
 
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints)
+  best_checkpointer = (Checkpointer(os.path.join(workdir, 'best'), 1)
+                       if config.best_checkpoint_metric else None)
+  best = {'value': None}  # Same on every process: eval metrics are replicated.
+  if best_checkpointer is not None and best_checkpointer.latest_step() is not None:
+    best['value'] = best_checkpointer.read_extra(best_checkpointer.latest_step())['value']
   metrics_log = writers.MetricsLog(os.path.join(workdir, workdir_lib.METRICS_FILE))
   previous_wall_s = 0.0
   latest = checkpointer.latest_step()
@@ -89,6 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     print(f'resuming {workdir} from its checkpoint at step {latest}')
   else:
     state = program.init_state(init_rng)
+    if program.regularizer.needs_fisher:
+      state = estimate_fisher(program, state, domains['source'], config, mesh, process)
   train_step, eval_step = program.train_step, program.eval_step
 
   def evaluate(state: TrainState) -> dict[str, float]:
@@ -139,6 +144,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pending = []
     if eval_now:
       record.update(evaluate(state))
+      if best_checkpointer is not None:
+        _save_if_best(best_checkpointer, config.best_checkpoint_metric, record, step, state,
+                      best)
     if record and is_main:
       metrics_log.write(step, wall_s, record)
       writer.write_scalars(step, record)
@@ -146,8 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       extra = {'iterators': {n: it.get_state() for n, it in iterators.items()}, 'wall_s': wall_s}
       checkpointer.save(step, state, extra)
     progress.update(step, record or None)
-  checkpointer.wait()
-  checkpointer.close()
+  for manager in filter(None, (checkpointer, best_checkpointer)):
+    manager.wait()
+    manager.close()
   writer.flush()
 
   train_seconds = time.perf_counter() - start
@@ -169,6 +178,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir_lib.write_summary(workdir, summary)
     logging.info('finished %s: %s', workdir, final)
   return summary
+
+
+def make_iterators(streams: tuple[str, ...], domains: dict[str, data_lib.Domain],
+                   config: ml_collections.ConfigDict, process: dict[str, int]) -> dict[str, Any]:
+  """One endless grain iterator per stream the step uses (each with its own data order)."""
+  specs = {  # stream -> (domain, split, preprocessing); target labels only in target_labeled.
+      'source': ('source', 'train', domains['source'].batch_fn),
+      'target': ('target', 'train', domains['target'].unlabeled_fn),
+      'target_labeled': ('target', 'labeled', domains['target'].batch_fn),
+  }
+  iterators = {}
+  for stream in streams:
+    role, split, batch_fn = specs[stream]
+    if split not in domains[role].splits:
+      raise UserError('config.objective.target_weight > 0 needs labelled target examples: set '
+                      'config.data.target.labeled_per_class (k per class, or -1 for all)')
+    iterators[stream] = data_lib.train_iterator(
+        domains[role].splits[split], batch_fn, config.batch_size, config.seed,
+        stream=STREAMS.index(stream), **process)
+  return iterators
+
+
+def estimate_fisher(program, state, source: data_lib.Domain, config: ml_collections.ConfigDict,
+                    mesh: Mesh, process: dict[str, int]):
+  """The diagonal Fisher at theta_S from `fisher_batches` source batches, scaled to mean 1 over
+  the transferred parameters so that Fisher-SP's alpha is on L2-SP's scale."""
+  iterator = data_lib.train_iterator(source.splits['train'], source.batch_fn, config.batch_size,
+                                     config.seed, stream=len(STREAMS), **process)
+  total, count = None, 0
+  for _ in range(config.regularizer.fisher_batches):
+    sums = program.fisher_step(state, parallel.to_global(next(iterator), mesh))
+    total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    count += config.batch_size
+  fisher = jax.tree.map(lambda x: x / count, total)
+  mask = program.pretrained.loaded_mask(fisher) if program.pretrained else None
+  leaves = [f for f, m in zip(jax.tree.leaves(fisher), jax.tree.leaves(mask) if mask else
+                              [True] * len(jax.tree.leaves(fisher)), strict=True) if m]
+  mean = sum(jnp.sum(f) for f in leaves) / sum(f.size for f in leaves)
+  fisher = jax.tree.map(lambda f: f / jnp.maximum(mean, 1e-12), fisher)
+  logging.info('estimated the diagonal Fisher on %d source examples (mean before scaling %.3g)',
+               count, float(mean))
+  return program.set_fisher(state, fisher)
+
+
+def _report_pretrained(program, workdir: str) -> None:
+  """Logs what init_from loaded, and writes the full table to WORKDIR/init_from.txt."""
+  table = format_table(program.pretrained)
+  with open(os.path.join(workdir, 'init_from.txt'), 'w') as f:
+    f.write(table + '\n')
+  print(f'init_from: {program.pretrained.summary()} (table in {workdir}/init_from.txt)')
+  logging.info('init_from:\n%s', table)
+
+
+def _save_if_best(manager, metric: str, record: dict, step: int, state, best: dict) -> None:
+  """Saves `state` in best/ when `metric` strictly improves (max accuracy, min loss)."""
+  if metric not in record:
+    raise UserError(f'config.best_checkpoint_metric={metric!r} is not an eval metric; eval '
+                    f'metrics are {sorted(k for k in record if "/train/" not in k)}')
+  value = record[metric]
+  improved = best['value'] is None or (value > best['value'] if metric.endswith('accuracy')
+                                       else value < best['value'])
+  if improved:
+    best['value'] = value
+    manager.save(step, state, {'metric': metric, 'value': value})
 
 
 def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:

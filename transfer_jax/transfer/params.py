@@ -19,20 +19,14 @@ def count_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def regex_labels(params: Any, pattern: str, matched: str, unmatched: str) -> Any:
-  """A pytree like `params` holding `matched` where the leaf's path fully matches `pattern`."""
+def compile_regex(pattern: str, field: str):
+  """`pattern` compiled (None if empty), or a one-line error naming the config field."""
   if not pattern:
-    return jax.tree.map(lambda _: unmatched, params)
+    return None
   try:
-    regex = re.compile(pattern)
+    return re.compile(pattern)
   except re.error as e:
-    raise UserError(f'invalid parameter regex {pattern!r}: {e}') from None
-  names = param_names(params)
-  if not any(regex.fullmatch(n) for n in names):
-    raise UserError(f'parameter regex {pattern!r} matches no parameter; names look like '
-                     f'{names[:3]}')
-  labels = [matched if regex.fullmatch(n) else unmatched for n in names]
-  return jax.tree.unflatten(jax.tree.structure(params), labels)
+    raise UserError(f'config.{field}: {pattern!r} is not a valid regex: {e}') from None
 
 
 def _key_name(key) -> str:

@@ -1,0 +1,352 @@
+"""PyTorch state_dict import: torchvision-named ResNet / VGG / DANN LeNet against torch references.
+
+The torch networks are re-built here with torchvision's module names (no torchvision needed), given
+random weights and BatchNorm running statistics, saved as .pth and .safetensors, imported, and run
+side by side in eval mode.
+"""
+
+import importlib.util
+import os
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from flax import traverse_util
+
+torch = pytest.importorskip('torch', reason='torch is not installed (pip install torch, CPU)')
+from torch import nn  # noqa: E402
+
+from transfer_jax.errors import UserError  # noqa: E402
+from transfer_jax.models import BACKBONES, MLP, DannLeNetFeatures, TransferModel  # noqa: E402
+from transfer_jax.models.vgg import VGGFeatures, adaptive_avg_pool  # noqa: E402
+from transfer_jax.transfer import torch_import  # noqa: E402
+
+DANN_REFERENCE = '/work/shared/bench/torch_dann_reference.py'
+
+
+# --- torchvision-identical reference networks (module names as in torchvision.models) ---
+
+class BasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.relu = nn.ReLU(inplace=True)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.downsample = downsample
+
+  def forward(self, x):
+    y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+    return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+  expansion = 4
+
+  def __init__(self, inplanes, planes, stride=1, downsample=None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # v1.5: stride here.
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes * 4)
+    self.relu = nn.ReLU(inplace=True)
+    self.downsample = downsample
+
+  def forward(self, x):
+    y = self.relu(self.bn1(self.conv1(x)))
+    y = self.relu(self.bn2(self.conv2(y)))
+    y = self.bn3(self.conv3(y))
+    return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+
+  def __init__(self, block, layers, num_classes=10, cifar=False):
+    super().__init__()
+    self.inplanes = 64
+    self.conv1 = (nn.Conv2d(3, 64, 3, 1, 1, bias=False) if cifar else
+                  nn.Conv2d(3, 64, 7, 2, 3, bias=False))
+    self.bn1 = nn.BatchNorm2d(64)
+    self.relu = nn.ReLU(inplace=True)
+    self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
+    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+      setattr(self, f'layer{i + 1}', self._make_layer(block, planes, blocks, 1 if i == 0 else 2))
+    self.avgpool = nn.AdaptiveAvgPool2d(1)
+    self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+  def _make_layer(self, block, planes, blocks, stride):
+    downsample = None
+    if stride != 1 or self.inplanes != planes * block.expansion:
+      downsample = nn.Sequential(
+          nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+          nn.BatchNorm2d(planes * block.expansion))
+    layers = [block(self.inplanes, planes, stride, downsample)]
+    self.inplanes = planes * block.expansion
+    layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+  def features(self, x):
+    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    return torch.flatten(self.avgpool(x), 1)
+
+  def forward(self, x):
+    return self.fc(self.features(x))
+
+
+class VGG16(nn.Module):
+
+  def __init__(self, num_classes=10):
+    super().__init__()
+    layers, in_channels = [], 3
+    for v in VGGFeatures.layers:
+      if v == 'M':
+        layers.append(nn.MaxPool2d(2, 2))
+      else:
+        layers += [nn.Conv2d(in_channels, v, 3, padding=1), nn.ReLU(inplace=True)]
+        in_channels = v
+    self.features = nn.Sequential(*layers)
+    self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+    self.classifier = nn.Sequential(
+        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes))
+
+  def trunk(self, x):
+    return self.classifier[:6](torch.flatten(self.avgpool(self.features(x)), 1))
+
+  def forward(self, x):
+    return self.classifier[6](self.trunk(x))
+
+
+def _randomize(model, seed=0):
+  """He-normal weights, small random biases and non-trivial BatchNorm affine and running stats."""
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, nn.Conv2d | nn.Linear):
+        fan_in = module.weight[0].numel()
+        module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2 / fan_in) ** .5)
+        if module.bias is not None:
+          module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+      elif isinstance(module, nn.BatchNorm2d):
+        n = module.num_features
+        module.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.5)
+        module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+        module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+        module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+        module.num_batches_tracked.fill_(7)
+  return model.eval()
+
+
+def _save(model, tmp_path, fmt):
+  path = os.path.join(tmp_path, f'weights.{fmt}')
+  if fmt == 'pth':
+    torch.save(model.state_dict(), path)
+  else:
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+  return path
+
+
+def _images(batch, size, channels=3, seed=0):
+  return np.random.default_rng(seed).normal(size=(batch, channels, size, size)).astype(np.float32)
+
+
+def _nhwc(images):
+  return np.transpose(images, (0, 2, 3, 1))
+
+
+def _backbone(arch):
+  return BACKBONES[arch](ml_collections.ConfigDict())
+
+
+def _variables(params, batch_stats):
+  return {'params': params, **({'batch_stats': batch_stats} if batch_stats else {})}
+
+
+def _assert_close(flax_value, torch_value, what):
+  torch_value = torch_value.detach().numpy()
+  assert np.std(torch_value) > 0.05, f'{what}: reference output is near-constant, test is vacuous'
+  np.testing.assert_allclose(np.asarray(flax_value), torch_value, rtol=1e-4, atol=1e-4,
+                             err_msg=f'{what}: Flax and torch disagree')
+
+
+@pytest.mark.parametrize('arch,fmt,size', [
+    ('resnet18', 'pth', 64), ('resnet18_cifar', 'safetensors', 32),
+    ('resnet50', 'safetensors', 64), ('resnet50_cifar', 'pth', 32)])
+def test_resnet_matches_torch(tmp_path, arch, fmt, size):
+  block, layers = ((Bottleneck, (3, 4, 6, 3)) if arch.startswith('resnet50') else
+                   (BasicBlock, (2, 2, 2, 2)))
+  torch_model = _randomize(ResNet(block, layers, cifar=arch.endswith('_cifar')))
+  path = _save(torch_model, tmp_path, fmt)
+  params, batch_stats = torch_import.torch_to_flax(
+      torch_import.load_torch_state_dict(path), arch, with_head=True)
+  model = TransferModel(_backbone(arch), MLP(hidden=(), out_dim=10))
+  images = _images(2, size)
+  # The flat form that transfer.pretrained merges names exactly the model's leaves.
+  abstract = jax.eval_shape(model.init, jax.random.key(0), _nhwc(images))
+  assert {name: value.shape for name, value in torch_import.read_flat(path, arch).items()} == {
+      f'{collection}/{name}': leaf.shape for collection, tree in abstract.items()
+      for name, leaf in traverse_util.flatten_dict(tree, sep='/').items()}
+  outputs = jax.jit(model.apply)(_variables(params, batch_stats), _nhwc(images))
+  with torch.no_grad():
+    _assert_close(outputs['features'], torch_model.features(torch.from_numpy(images)), arch)
+    _assert_close(outputs['logits'], torch_model(torch.from_numpy(images)), f'{arch} logits')
+
+
+def test_vgg16_matches_torch(tmp_path):
+  torch_model = _randomize(VGG16())
+  state_dict = torch_import.load_torch_state_dict(_save(torch_model, tmp_path, 'pth'))
+  params, _ = torch_import.torch_to_flax(state_dict, 'vgg16', with_head=True)
+  del state_dict
+  model = TransferModel(_backbone('vgg16'), MLP(hidden=(), out_dim=10))
+  # 224 is torchvision's size (7x7 map, identity pooling); 112 gives a 3x3 map that the adaptive
+  # pooling spreads over uneven, overlapping 7x7 bins, and exercises the CHW flatten order.
+  images = _images(1, 112)
+  outputs = jax.jit(model.apply)({'params': params}, _nhwc(images))
+  with torch.no_grad():
+    _assert_close(outputs['features'], torch_model.trunk(torch.from_numpy(images)), 'vgg16')
+    _assert_close(outputs['logits'], torch_model(torch.from_numpy(images)), 'vgg16 logits')
+
+
+@pytest.mark.parametrize('size', [(7, 7), (14, 14), (3, 5), (1, 1), (10, 9), (16, 30)])
+def test_adaptive_avg_pool_matches_torch(size):
+  x = np.random.default_rng(0).normal(size=(2, 4, *size)).astype(np.float32)
+  expected = nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), (7, 7)).numpy()
+  np.testing.assert_allclose(np.asarray(adaptive_avg_pool(_nhwc(x), (7, 7))), _nhwc(expected),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_vgg_rejects_too_small_images():
+  with pytest.raises(UserError, match='at least 32x32'):
+    VGGFeatures().init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
+
+
+def test_dann_lenet_matches_reference(tmp_path):
+  if not os.path.isfile(DANN_REFERENCE):
+    pytest.skip(f'{DANN_REFERENCE} is not on this machine')
+  spec = importlib.util.spec_from_file_location('torch_dann_reference', DANN_REFERENCE)
+  reference = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(reference)
+  torch_model = _randomize(reference.Dann())
+  state_dict = torch_import.load_torch_state_dict(_save(torch_model, tmp_path, 'safetensors'))
+  params, batch_stats = torch_import.torch_to_flax(state_dict, 'dann_lenet', with_head=True)
+  assert batch_stats == {}
+  model = TransferModel(DannLeNetFeatures(), MLP(hidden=(100, 100), out_dim=10),
+                        MLP(hidden=(100,), out_dim=1))
+  images = _images(4, 28, channels=1)
+  outputs = model.apply({'params': params}, _nhwc(images))
+  domain_logits = model.apply({'params': params}, outputs['features'],
+                              method=TransferModel.discriminate)
+  with torch.no_grad():
+    logits, torch_domain_logits = torch_model(torch.from_numpy(images), 1.0)
+    _assert_close(outputs['logits'], logits, 'dann label head')
+    _assert_close(domain_logits, torch_domain_logits, 'dann domain head')
+  back = torch_import.flax_to_torch(params, batch_stats, 'dann_lenet')
+  assert sorted(back) == sorted(state_dict)  # label_head.{0,2,4}, domain_head.{0,2}.
+  # Without the heads only the backbone is imported (the head tensors are skipped).
+  params, _ = torch_import.torch_to_flax(state_dict, 'dann_lenet')
+  assert sorted(params) == ['backbone']
+
+
+@pytest.fixture(scope='module')
+def resnet18_state_dict():
+  model = _randomize(ResNet(BasicBlock, (2, 2, 2, 2)))
+  return model, {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def test_flax_to_torch_round_trip(resnet18_state_dict):
+  torch_model, state_dict = resnet18_state_dict
+  params, batch_stats = torch_import.torch_to_flax(state_dict, 'resnet18', with_head=True)
+  back = torch_import.flax_to_torch(params, batch_stats, 'resnet18')
+  assert sorted(back) == sorted(state_dict)
+  for key, value in state_dict.items():
+    if not key.endswith('num_batches_tracked'):
+      np.testing.assert_array_equal(back[key], value, err_msg=key)
+  torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+
+
+def test_mismatched_state_dict_names_the_paths(resnet18_state_dict):
+  _, state_dict = resnet18_state_dict
+  bad = dict(state_dict)
+  del bad['layer1.0.bn1.running_var']
+  bad['layer2.0.conv1.weight'] = np.zeros((128, 64, 5, 5), np.float32)
+  bad['layer9.0.conv1.weight'] = np.zeros((8, 8, 3, 3), np.float32)
+  del bad['fc.weight']
+  with pytest.raises(UserError) as error:
+    torch_import.torch_to_flax(bad, 'resnet18', with_head=True)
+  message = str(error.value)
+  assert '\n' not in message
+  for expected in ('missing layer1.0.bn1.running_var', 'layer2.0.conv1.weight has shape',
+                   'unexpected layer9.0.conv1.weight', 'missing fc.weight'):
+    assert expected in message, message
+  with pytest.raises(UserError, match='no PyTorch mapping'):
+    torch_import.torch_to_flax(state_dict, 'resnet34')
+
+
+def test_loading_something_else_fails_clearly(tmp_path, resnet18_state_dict):
+  cases = {
+      'list.pth': lambda p: torch.save([torch.zeros(2)], p),
+      'mixed.pth': lambda p: torch.save({'weight': torch.zeros(2), 'epoch': 3}, p),
+      'module.pth': lambda p: torch.save(nn.Linear(2, 2), p),  # Refused by weights_only.
+      'text.pt': lambda p: pathlib.Path(p).write_text('not a checkpoint'),
+      'text.safetensors': lambda p: pathlib.Path(p).write_text('not a checkpoint'),
+      'weights.npz': lambda p: np.savez(p, w=np.zeros(2)),
+  }
+  for name, write in cases.items():
+    path = os.path.join(tmp_path, name)
+    write(path)
+    with pytest.raises(UserError) as error:
+      torch_import.load_torch_state_dict(path)
+    assert '\n' not in str(error.value) and path in str(error.value), (name, str(error.value))
+  with pytest.raises(UserError, match='no PyTorch weights file'):
+    torch_import.load_torch_state_dict(os.path.join(tmp_path, 'missing.pth'))
+  # Checkpoints that wrap the state_dict, from DataParallel, are unwrapped.
+  _, state_dict = resnet18_state_dict
+  path = os.path.join(tmp_path, 'wrapped.pth')
+  torch.save({'state_dict': {f'module.{k}': torch.from_numpy(v) for k, v in state_dict.items()},
+              'epoch': 3}, path)
+  assert sorted(torch_import.load_torch_state_dict(path)) == sorted(state_dict)
+
+
+def test_resnet18_batch_stats_update_only_in_train_mode():
+  torch_model = _randomize(ResNet(BasicBlock, (2, 2, 2, 2), cifar=True))
+  state_dict = {k: v.numpy().copy() for k, v in torch_model.state_dict().items()}
+  params, batch_stats = torch_import.torch_to_flax(state_dict, 'resnet18_cifar')
+  backbone = _backbone('resnet18_cifar')
+  variables = _variables(params['backbone'], batch_stats['backbone'])
+  images = _images(4, 16)
+
+  def apply(variables, train):
+    return backbone.apply(variables, _nhwc(images), train=train, mutable=['batch_stats'])
+
+  apply = jax.jit(apply, static_argnums=1)
+  _, eval_state = apply(variables, False)
+  jax.tree.map(np.testing.assert_array_equal, eval_state['batch_stats'], variables['batch_stats'])
+
+  features, train_state = apply(variables, True)
+  torch_model.train()
+  with torch.no_grad():  # Train-mode BN normalises with batch statistics in both frameworks.
+    _assert_close(features, torch_model.features(torch.from_numpy(images)), 'train mode')
+  new_stats = train_state['batch_stats']
+  flat_stats = traverse_util.flatten_dict(new_stats, sep='/')
+  # Running means follow torch's momentum 0.1; torch's running_var uses the unbiased batch
+  # variance, Flax's the biased one, so bn1's variance is compared after undoing that factor.
+  for key, torch_value in torch_model.state_dict().items():
+    if key.endswith('running_mean'):
+      path = torch_import._convert(key, torch_value.numpy())[1]
+      np.testing.assert_allclose(flat_stats[path], torch_value.numpy(), rtol=1e-4, atol=1e-5,
+                                 err_msg=key)
+  n = 4 * 16 * 16
+  old_var = state_dict['bn1.running_var']
+  torch_var = torch_model.bn1.running_var.numpy()
+  np.testing.assert_allclose(new_stats['bn1']['var'] - 0.9 * old_var,
+                             (torch_var - 0.9 * old_var) * (n - 1) / n, rtol=1e-4, atol=1e-6)
+  assert not np.allclose(new_stats['bn1']['mean'], state_dict['bn1.running_mean'])
