@@ -169,7 +169,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 SHARED_DATA = os.path.join(ROOT, '..', 'shared', 'datasets')
 # Configs that read downloaded files run only where the real data is (CI has ../shared).
-NEEDS_FILES = ('mnist_usps', 'office_caltech_surf', 'amazon_reviews')
+NEEDS_FILES = ('mnist_usps', 'office_caltech_surf', 'amazon_reviews', 'usps_finetune')
 CONFIG_SPECS = [f'{path}:tiny' for path in sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))]
 CONFIG_SPECS += [os.path.join(ROOT, 'configs', f) for f in (
     'digits.py:tiny,method=source_only,reverse', 'mnist_usps.py:tiny,protocol=adda',
@@ -177,11 +177,14 @@ CONFIG_SPECS += [os.path.join(ROOT, 'configs', f) for f in (
 
 
 @pytest.mark.parametrize('spec', CONFIG_SPECS, ids=lambda s: os.path.basename(s))
-def test_every_config_runs_in_tiny_mode(spec, tmp_path):
+def test_every_config_runs_in_tiny_mode(spec, tmp_path, dann_run):
   if any(name in spec for name in NEEDS_FILES) and not os.path.isdir(SHARED_DATA):
     pytest.skip(f'needs the real data in {SHARED_DATA}')
-  config = config_lib.load_config(spec, ['compilation_cache_dir=', f'data.data_dir={TFDS_DIR}',
-                                         f'data.manual_dir={SHARED_DATA}'])
+  overrides = ['compilation_cache_dir=', f'data.data_dir={TFDS_DIR}',
+               f'data.manual_dir={SHARED_DATA}']
+  if config_lib.load_config(spec).init_from.required:  # Transfer configs: the tiny DANN run.
+    overrides.append(f'init_from.path={dann_run[0]}')
+  config = config_lib.load_config(spec, overrides)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == config.total_steps
   assert np.isfinite(summary['final']['target/test/loss'])

@@ -20,6 +20,7 @@ from transfer_jax.errors import UserError
 from transfer_jax.training import parallel, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
+from transfer_jax.training.optimizer import group_labels
 from transfer_jax.training.program import build_program
 from transfer_jax.training.state import TrainState
 from transfer_jax.training.step import STREAMS
@@ -169,6 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'final': final,
       'best': best,
       'param_count': count_params(state.params),
+      'trainable_param_count': trainable_count(config, state.params),
       'device_count': mesh.size,
       'process_count': jax.process_count(),
       'jax_version': jax.__version__,
@@ -242,6 +244,14 @@ def _save_if_best(manager, metric: str, record: dict, step: int, state, best: di
   if improved:
     best['value'] = value
     manager.save(step, state, {'metric': metric, 'value': value})
+
+
+def trainable_count(config: ml_collections.ConfigDict, params: Any) -> int:
+  """Parameters the optimizer ever updates (all but `optimizer.freeze`)."""
+  labels, _ = group_labels(config.optimizer, params)
+  frozen = [leaf.size for leaf, label in zip(jax.tree.leaves(params), jax.tree.leaves(labels),
+                                              strict=True) if label == 'frozen']
+  return count_params(params) - int(sum(frozen))
 
 
 def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
