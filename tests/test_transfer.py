@@ -165,3 +165,43 @@ def test_transfer_recipe_without_a_pretrained_path_is_refused(tmp_path):
     pytest.skip(f'needs USPS and MNIST in {SHARED_DATA}')
   with pytest.raises(ValueError, match='set --config.init_from.path'):
     _finetune('l2_sp', '', tmp_path)
+
+
+def test_cifar10_to_cifar100_pretrain_then_finetune_with_a_new_head(tmp_path):
+  """Both stages in tiny mode on archives in the official binary format; 10 -> 100 classes."""
+  from test_cifar import BUILDERS, archive_path, release_files, write_archive
+  manual = str(tmp_path / 'manual')
+  for builder in BUILDERS.values():
+    files, _ = release_files(builder)
+    write_archive(archive_path(manual, builder), builder.MEMBER_FOLDER, files)
+  spec = os.path.join(ROOT, 'configs', 'cifar10_to_cifar100.py:tiny,stage=')
+  common = ['compilation_cache_dir=', f'data.data_dir={tmp_path}/tfds', f'data.manual_dir={manual}']
+  pretrain = str(tmp_path / 'pretrain')
+  train.train_and_evaluate(config_lib.load_config(spec + 'pretrain', common), pretrain)
+  finetune = str(tmp_path / 'finetune')
+  summary = train.train_and_evaluate(config_lib.load_config(
+      spec + 'finetune', [*common, f'init_from.path={pretrain}']), finetune)
+  params = load_params(finetune)
+  assert params['classifier']['out']['kernel'].shape == (512, 100)
+  assert 'target/oracle_val/accuracy' in summary['final']
+  assert os.listdir(os.path.join(finetune, 'best')), 'the best-on-validation checkpoint is kept'
+  with open(os.path.join(finetune, 'init_from.txt')) as f:
+    table = f.read()
+  assert 'params/classifier/out/kernel' in table and 'skipped' in table
+
+
+def test_imagefolder_resnet50_config_on_a_folder_the_test_writes(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for domain in ('site_a', 'site_b'):
+    for label, name in enumerate(('cat', 'dog', 'owl')):
+      os.makedirs(tmp_path / 'photos' / domain / name)
+      for i in range(8):
+        pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) // (label + 1)
+        Image.fromarray(pixels).save(tmp_path / 'photos' / domain / name / f'{i}.jpg')
+  config = config_lib.load_config(os.path.join(ROOT, 'configs', 'imagefolder_resnet50.py:tiny'), [
+      'compilation_cache_dir=', f'data.data_dir={tmp_path}/tfds',
+      f'data.target.name=folder:{tmp_path}/photos/site_a'])
+  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert summary['steps'] == config.total_steps
+  assert {'target/oracle_val/accuracy', 'target/test/accuracy'} <= set(summary['final'])

@@ -59,6 +59,9 @@ def register_arrays(name: str, splits: Mapping[str, Mapping[str, np.ndarray]]) -
 
 def stored_splits(name: str, data: ml_collections.ConfigDict) -> tuple[dict[str, Any], int]:
   """The stored splits of dataset `name` as sources, and its number of classes."""
+  if not name:
+    raise UserError('a domain of config.data has an empty name, but the run needs it; set '
+                    'config.data.source.name or config.data.target.name')
   if name in REGISTERED:
     sources = {split: ArraySource(arrays) for split, arrays in REGISTERED[name].items()}
     return sources, _num_classes(name, sources)
@@ -73,7 +76,8 @@ def stored_splits(name: str, data: ml_collections.ConfigDict) -> tuple[dict[str,
     builder = builders.make_builder(name, data.data_dir, data.manual_dir,
                                     data.image_size if name.split('/')[0] in _FOLDERS else None)
   if not builders.is_prepared(builder):
-    builders.check_manual_files(name, data.manual_dir)
+    if not name.startswith('folder:'):  # A folder domain was checked when its builder was made.
+      builders.check_manual_files(name, data.manual_dir)
     builders.prepare(builder, data.manual_dir)
   sources = {split: builder.as_data_source(split) for split in builder.info.splits}
   if data.in_memory:
@@ -123,13 +127,14 @@ def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
   return {key: np.stack([np.asarray(row[key]) for row in rows]) for key in rows[0]}
 
 
-def check_compatible(source: Domain, target: Domain) -> None:
-  """Source and target must give the model inputs of one shape and share the label set."""
+def check_compatible(source: Domain, target: Domain, same_label_set: bool = True) -> None:
+  """Source and target must give the model inputs of one shape and, where the source labels
+  train the classifier that is evaluated on the target, share the label set."""
   if source.input_shape != target.input_shape:
     raise UserError(f'source {source.name} gives inputs of shape {source.input_shape} but target '
                     f'{target.name} gives {target.input_shape}; set config.data.image_size and '
                     'config.data.channels so they agree')
-  if source.num_classes != target.num_classes:
+  if same_label_set and source.num_classes != target.num_classes:
     raise UserError(f'source {source.name} has {source.num_classes} classes but target '
                     f'{target.name} has {target.num_classes}; the label sets must match')
 

@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
 from transfer_jax.errors import UserError
+from transfer_jax.objectives.methods import get_method
 from transfer_jax.training import parallel, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
@@ -49,20 +50,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = mesh or parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.batch_size, mesh, 'config.batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'config.eval_batch_size')
-  domains = {role: data_lib.load_domain(config.data[role], config.data, role)
-             for role in ('source', 'target')}
-  data_lib.check_compatible(domains['source'], domains['target'])
-  for split_name in config.eval_splits:
-    role, _, split = split_name.partition('/')
-    if split == 'train':
-      raise UserError(f"config.eval_splits names {split_name!r}: training metrics already use "
-                      "that name; evaluate 'test', 'val', 'oracle_val' or 'labeled' splits")
-    if role not in domains or split not in domains[role].splits:
-      raise UserError(f'config.eval_splits names {split_name!r}, but the {role} domain has splits '
-                      f'{sorted(domains.get(role, domains["source"]).splits)}')
-
-  program = build_program(config, mesh, domains['source'].input_shape,
-                          domains['source'].num_classes)
+  domains = load_domains(config)
+  program = build_program(config, mesh, domains['target'].input_shape,
+                          domains['labels'].num_classes)
   # Made by a jitted function with replicated outputs: valid on meshes spanning several processes.
   replicated = parallel.replicated(mesh)
   init_rng, train_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
@@ -182,17 +172,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return summary
 
 
+def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain]:
+  """The target domain, the source domain if anything uses it, and under 'labels' the domain
+  whose label set the classifier serves."""
+  method = get_method(config.method.name)
+  # The classifier serves the source label set, unless only target labels train it (fine-tuning
+  # to a new label set, e.g. CIFAR-10 -> CIFAR-100); then the source may differ or be unused.
+  source_labels = (config.objective.source_weight > 0 or method.uses_target
+                   or config.regularizer.name == 'fisher_sp')
+  source_used = source_labels or any(s.startswith('source/') for s in config.eval_splits)
+  domains = {'target': data_lib.load_domain(config.data.target, config.data, 'target')}
+  if source_used:
+    domains['source'] = data_lib.load_domain(config.data.source, config.data, 'source')
+    data_lib.check_compatible(domains['source'], domains['target'], same_label_set=source_labels)
+  for split_name in config.eval_splits:
+    role, _, split = split_name.partition('/')
+    if split == 'train':
+      raise UserError(f"config.eval_splits names {split_name!r}: training metrics already use "
+                      "that name; evaluate 'test', 'val', 'oracle_val' or 'labeled' splits")
+    if role not in domains or split not in domains[role].splits:
+      raise UserError(f'config.eval_splits names {split_name!r}, but the {role} domain has splits '
+                      f'{sorted(domains[role].splits) if role in domains else "(none)"}')
+  domains['labels'] = domains['source' if source_labels else 'target']
+  return domains
+
+
 def make_iterators(streams: tuple[str, ...], domains: dict[str, data_lib.Domain],
                    config: ml_collections.ConfigDict, process: dict[str, int]) -> dict[str, Any]:
   """One endless grain iterator per stream the step uses (each with its own data order)."""
-  specs = {  # stream -> (domain, split, preprocessing); target labels only in target_labeled.
-      'source': ('source', 'train', domains['source'].batch_fn),
-      'target': ('target', 'train', domains['target'].unlabeled_fn),
-      'target_labeled': ('target', 'labeled', domains['target'].batch_fn),
+  specs = {  # stream -> (domain, split, labelled?); target labels only in target_labeled.
+      'source': ('source', 'train', True),
+      'target': ('target', 'train', False),
+      'target_labeled': ('target', 'labeled', True),
   }
   iterators = {}
   for stream in streams:
-    role, split, batch_fn = specs[stream]
+    role, split, labelled = specs[stream]
+    batch_fn = domains[role].batch_fn if labelled else domains[role].unlabeled_fn
     if split not in domains[role].splits:
       raise UserError('config.objective.target_weight > 0 needs labelled target examples: set '
                       'config.data.target.labeled_per_class (k per class, or -1 for all)')

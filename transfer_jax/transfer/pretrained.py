@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from transfer_jax.errors import UserError
-from transfer_jax.transfer.params import param_names
+from transfer_jax.transfer.params import compile_regex, param_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,8 @@ def read_checkpoint(cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 def merge_plan(cfg: ml_collections.ConfigDict, model_leaves: dict[str, tuple[int, ...]],
                checkpoint: dict[str, np.ndarray]) -> Pretrained:
   """Decides, leaf by leaf, what to load; raises one error listing every mismatch."""
-  load, skip = _compile(cfg.load or '.*', 'load'), _compile(cfg.skip, 'skip')
+  load = compile_regex(cfg.load or '.*', 'init_from.load')
+  skip = compile_regex(cfg.skip, 'init_from.skip')
   renamed = {}
   for name, value in checkpoint.items():
     for rule in cfg.rename:
@@ -140,12 +141,3 @@ def format_table(pretrained: Pretrained) -> str:
   lines += [f'{name.ljust(width)}  {status.ljust(7)}  {detail}'
             for name, status, detail in pretrained.table]
   return '\n'.join(lines)
-
-
-def _compile(pattern: str, field: str):
-  if not pattern:
-    return None
-  try:
-    return re.compile(pattern)
-  except re.error as e:
-    raise UserError(f'init_from.{field}={pattern!r} is not a valid regex: {e}') from None
