@@ -15,7 +15,7 @@ Anchor (DANN paper, Table 1, B -> D): NN .790, DANN .784.
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,12 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   source, target = (domain_config(f'amazon_reviews/{name}') for name in (arg.source, arg.target))
   config.data = data_config(source, target, image_size=0)
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'mlp'                 # 5000 -> 100 features (ReLU).
-  config.model.backbone_hidden = (100,)
-  config.model.classifier_hidden = ()           # Linear classifier (2 classes).
-  config.model.discriminator_hidden = (100,)    # Domain discriminator: 100 -> 100 -> 1.
-  config.model.dropout = 0.0
+  # 5000 -> 100 features (ReLU), a linear classifier, a 100 -> 100 -> 1 domain discriminator.
+  config.model = model_config('mlp', backbone_hidden=(100,), discriminator_hidden=(100,))
   config.batch_size = 32
   config.eval_batch_size = 1024
   config.optimizer.weight_decay = 0.0

@@ -22,7 +22,7 @@ CIFAR baselines.)
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 from transfer_jax.errors import UserError
 
 
@@ -48,11 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_splits = ('target/oracle_val', 'target/test')
     config.best_checkpoint_metric = 'target/oracle_val/accuracy'  # Held-out CIFAR-100 train.
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'resnet18_cifar'    # torchvision ResNet-18 with a 3x3/1 stem.
-  config.model.classifier_hidden = ()         # Linear classifier on the 512-d features.
-  config.model.discriminator_hidden = ()
-  config.model.dropout = 0.0
+  # torchvision ResNet-18 with a 3x3/1 stem; a linear classifier on its 512-d features.
+  config.model = model_config('resnet18_cifar', discriminator_hidden=())
 
   config.optimizer.learning_rate = 0.1 if arg.stage == 'pretrain' else 0.01
   config.optimizer.schedule = 'step'          # x0.1 at 50% and 75% of the steps.

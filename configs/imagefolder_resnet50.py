@@ -19,7 +19,7 @@ and the ResNet-50 conversion is tested against the same torch model (tests/test_
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,11 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_splits = ('target/oracle_val', 'target/test')
   config.best_checkpoint_metric = 'target/oracle_val/accuracy'  # Held-out training images.
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'resnet50'          # torchvision ResNet-50 (v1.5), ImageNet stem.
-  config.model.classifier_hidden = ()         # A new linear layer on the 2048-d features.
-  config.model.discriminator_hidden = ()
-  config.model.dropout = 0.0
+  # torchvision ResNet-50 (v1.5), ImageNet stem; a new linear layer on its 2048-d features.
+  config.model = model_config('resnet50', discriminator_hidden=())
 
   config.init_from.required = True
   config.init_from.torch_arch = 'resnet50'

@@ -17,7 +17,7 @@ Anchors for the 12-task average: no adaptation 41.1, CORAL 48.8 (Sun et al. 2016
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 from transfer_jax.errors import UserError
 
 DOMAINS = {'A': 'amazon', 'C': 'caltech', 'D': 'dslr', 'W': 'webcam'}
@@ -33,12 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                   test_split='train') for letter in (arg.source, arg.target))
   config.data = data_config(source, target, image_size=0, normalize='standardize')
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'mlp'                 # 800 -> 256 features (ReLU).
-  config.model.backbone_hidden = (256,)
-  config.model.classifier_hidden = ()           # Linear classifier on the features.
-  config.model.discriminator_hidden = (256,)    # Domain discriminator: 256 -> 256 -> 1.
-  config.model.dropout = 0.0
+  # 800 -> 256 features (ReLU), a linear classifier, a 256 -> 256 -> 1 domain discriminator.
+  config.model = model_config('mlp', backbone_hidden=(256,), discriminator_hidden=(256,))
   config.batch_size = 32
   config.eval_batch_size = 256
   config.optimizer.weight_decay = 1e-3

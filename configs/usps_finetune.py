@@ -23,7 +23,7 @@ The full table: `python -m experiments.t5_usps_finetune` (see experiments/t5_usp
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 from transfer_jax.errors import UserError
 
 RECIPES = ('scratch', 'finetune', 'head_only', 'lp_ft', 'l2', 'l2_sp', 'fisher_sp')
@@ -39,11 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = data_config(domain_config('mnist'), usps, image_size=28, channels=1)
   config.eval_splits = ('target/test', 'source/test')
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'dann_lenet'
-  config.model.classifier_hidden = (100, 100)
-  config.model.discriminator_hidden = (100,)
-  config.model.dropout = 0.0
+  config.model = model_config('dann_lenet', classifier_hidden=(100, 100))  # The DANN LeNet.
 
   # Fine-tuning trains on the labelled target examples only (MNIST feeds the Fisher estimate).
   config.objective.source_weight = 0.0

@@ -205,3 +205,61 @@ def test_imagefolder_resnet50_config_on_a_folder_the_test_writes(tmp_path):
   summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert summary['steps'] == config.total_steps
   assert {'target/oracle_val/accuracy', 'target/test/accuracy'} <= set(summary['final'])
+
+
+def _batch_norm_domains():
+  """Two feature domains whose inputs differ by a shift: BatchNorm statistics must follow it."""
+  from transfer_jax import data
+  rng = np.random.default_rng(0)
+  for name, shift in (('bn_source', 0.0), ('bn_target', 3.0)):
+    labels = np.arange(256) % 2
+    features = (rng.normal(size=(256, 6)) + shift + labels[:, None]).astype(np.float32)
+    data.register_arrays(name, {'train': {'features': features, 'label': labels}})
+
+
+def _bn_config(batch_norm, **extra):
+  _batch_norm_domains()
+  config = config_lib.load_config(os.path.join(ROOT, 'configs', 'amazon_reviews.py:tiny'), [
+      'compilation_cache_dir=', 'data.source.name=bn_source', 'data.target.name=bn_target',
+      'data.source.test_split=train', 'data.target.test_split=train',
+      'model.backbone_batch_norm=True', 'model.backbone_hidden=(4,)', 'model.adabn_batches=40',
+      f'model.batch_norm={batch_norm}', *[f'{k}={v}' for k, v in extra.items()]])
+  return config
+
+
+def test_frozen_batch_norm_keeps_the_transferred_statistics(tmp_path):
+  config = _bn_config('train', **{'method.name': 'source_only'})
+  train.train_and_evaluate(config, str(tmp_path / 'source'))
+  source_stats = pretrained_lib.read_checkpoint(ml_collections.ConfigDict(
+      dict(path=str(tmp_path / 'source'), torch_arch='', best=False, step=-1)))
+  frozen = _bn_config('frozen', **{'method.name': 'source_only',
+                                   'init_from.path': str(tmp_path / 'source')})
+  train.train_and_evaluate(frozen, str(tmp_path / 'frozen'))
+  from transfer_jax.training.checkpoint import load_state
+  stats = load_state(str(tmp_path / 'frozen' / 'checkpoints'))['model_state']['batch_stats']
+  np.testing.assert_array_equal(stats['backbone']['bn0']['mean'],
+                                source_stats['batch_stats/backbone/bn0/mean'])
+
+
+def test_adabn_evaluates_the_target_with_target_statistics(tmp_path):
+  """With inputs shifted by +3 on the target, AdaBN's re-estimated means follow the shift, and
+  target accuracy uses them (source-only training statistics are kept for the source)."""
+  from transfer_jax import data as data_lib
+  from transfer_jax.training.parallel import make_mesh
+  from transfer_jax.training.program import build_program
+  config = _bn_config('adabn', **{'method.name': 'source_only'})
+  mesh = make_mesh(1)
+  target = data_lib.load_domain(config.data.target, config.data, 'target')
+  program = build_program(config, mesh, (6,), 2)
+  state = program.init_state(jax.random.key(0))
+  adapted = train.adapt_batch_stats(program, state, target, config, mesh, {})
+  kernel = np.asarray(state.params['backbone']['dense0']['kernel'])
+  bias = np.asarray(state.params['backbone']['dense0']['bias'])
+  inputs = np.concatenate([b['input'][b['mask']] for b in
+                           data_lib.eval_batches(target.splits['train'], target.batch_fn, 64)])
+  expected_mean = (inputs @ kernel + bias).mean(0)
+  np.testing.assert_allclose(adapted.model_state['batch_stats']['backbone']['bn0']['mean'],
+                             expected_mean, atol=0.15)
+  np.testing.assert_array_equal(state.model_state['batch_stats']['backbone']['bn0']['mean'], 0.0)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(summary['final']['target/test/accuracy'])

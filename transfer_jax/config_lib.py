@@ -113,6 +113,25 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   return config
 
 
+def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """`config.model`: the backbone, the heads, and how BatchNorm statistics are handled."""
+  model = ml_collections.ConfigDict(dict(
+      backbone=backbone,           # A key of models.BACKBONES.
+      backbone_hidden=(),          # 'mlp' backbone: widths of its Dense-ReLU layers.
+      backbone_batch_norm=False,   # 'mlp' backbone: BatchNorm after each Dense layer.
+      classifier_hidden=(),        # Hidden widths of the classifier (() = linear).
+      discriminator_hidden=(100,),  # Hidden widths of the domain discriminator (DANN).
+      dropout=0.0,                 # Dropout in the classifier's hidden layers.
+      # BatchNorm statistics: 'train' (updated on training batches), 'frozen' (the transferred
+      # statistics are kept and used while training), 'adabn' (training as 'train'; target
+      # evaluation re-estimates them on unlabelled target batches, AdaBN).
+      batch_norm='train',
+      adabn_batches=50,            # Target batches for AdaBN's re-estimation.
+  ))
+  model.update(overrides)
+  return model
+
+
 def domain_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   """A domain entry of `config.data` (see `transfer_jax.data.sources` for each field)."""
   domain = ml_collections.ConfigDict(dict(

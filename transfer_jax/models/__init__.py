@@ -13,7 +13,8 @@ from transfer_jax.models.vgg import VGGFeatures
 BACKBONES = {
     'dann_lenet': lambda cfg: DannLeNetFeatures(),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
-    'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden)),
+    'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden),
+                                   batch_norm=cfg.get('backbone_batch_norm', False)),
     # torchvision-named image backbones (pooled features: 512 / 2048 / 4096); weights from a
     # PyTorch state_dict via transfer_jax.transfer.torch_import. '_cifar': 3x3/1 stem, no max-pool.
     'resnet18': lambda cfg: ResNetFeatures(depth=18, stem='imagenet'),
@@ -27,6 +28,9 @@ BACKBONES = {
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
                 with_discriminator: bool) -> TransferModel:
   """Builds the TransferModel that `model_config` describes."""
+  if model_config.get('batch_norm', 'train') not in ('train', 'frozen', 'adabn'):
+    raise UserError(f"unknown config.model.batch_norm={model_config.batch_norm!r}; choose "
+                    "'train', 'frozen' or 'adabn'")
   if model_config.backbone not in BACKBONES:
     raise UserError(f'unknown config.model.backbone={model_config.backbone!r}; '
                      f'choose one of {sorted(BACKBONES)}')
@@ -37,7 +41,8 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
       backbone=BACKBONES[model_config.backbone](model_config),
       classifier=MLP(hidden=tuple(model_config.classifier_hidden), out_dim=num_classes,
                      dropout=model_config.get('dropout', 0.0)),
-      domain_discriminator=discriminator)
+      domain_discriminator=discriminator,
+      freeze_backbone_statistics=model_config.get('batch_norm', 'train') == 'frozen')
 
 
 __all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'MLPFeatures', 'ResNetFeatures',

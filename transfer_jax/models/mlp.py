@@ -23,13 +23,16 @@ class MLP(nn.Module):
 
 
 class MLPFeatures(nn.Module):
-  """Feature extractor for vector data (text, SURF): Dense -> ReLU layers."""
+  """Feature extractor for vector data (text, SURF): Dense (-> BatchNorm) -> ReLU layers."""
 
   hidden: Sequence[int]
+  batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    del train
     for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, name=f'dense{i}')(x))
+      x = nn.Dense(width, name=f'dense{i}')(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'bn{i}')(x)
+      x = nn.relu(x)
     return x

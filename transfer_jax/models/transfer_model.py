@@ -17,9 +17,12 @@ class TransferModel(nn.Module):
   backbone: nn.Module
   classifier: nn.Module
   domain_discriminator: nn.Module | None = None
+  # True: the backbone runs in inference mode while training (BatchNorm normalises with, and
+  # keeps, its transferred running statistics; backbone dropout is off too).
+  freeze_backbone_statistics: bool = False
 
   def __call__(self, inputs: jnp.ndarray, *, train: bool = False) -> dict[str, jnp.ndarray]:
-    features = self.backbone(inputs, train=train)
+    features = self.backbone(inputs, train=train and not self.freeze_backbone_statistics)
     return {'features': features, 'logits': self.classifier(features, train=train)}
 
   def discriminate(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:

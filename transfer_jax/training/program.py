@@ -45,6 +45,8 @@ class Program:
   eval_step: Callable[..., dict]                      # Jitted (state, batch) -> sums.
   fisher_step: Callable[..., Any]                     # Jitted (state, batch) -> squared grads.
   set_fisher: Callable[..., TrainState]               # Jitted (state, fisher) -> state.
+  reset_batch_stats: Callable[..., TrainState]        # Jitted: BatchNorm means 0, variances 1.
+  adabn_step: Callable[..., TrainState]               # Jitted (state, batch): update BN stats.
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tuple[int, ...],
@@ -87,6 +89,19 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
   def set_fisher(state: TrainState, fisher: Any) -> TrainState:
     return state.replace(anchors={**state.anchors, 'fisher': fisher})
 
+  def reset_batch_stats(state: TrainState) -> TrainState:
+    def reset(path, leaf):
+      return jnp.ones_like(leaf) if str(path[-1].key) == 'var' else jnp.zeros_like(leaf)
+    stats = jax.tree_util.tree_map_with_path(reset, state.model_state.get('batch_stats', {}))
+    return state.replace(model_state={**state.model_state, 'batch_stats': stats})
+
+  def adabn_step(state: TrainState, batch: dict[str, Any]) -> TrainState:
+    """One forward pass in training mode: BatchNorm moves its statistics towards the batch's."""
+    variables = {'params': state.params, **state.model_state}
+    _, updated = model.apply(variables, batch['input'], train=True, mutable=['batch_stats'],
+                             rngs={'dropout': jax.random.key(0)})
+    return state.replace(model_state={**state.model_state, **updated})
+
   return Program(
       model=model, method=method, regularizer=regularizer, optimizer=optimizer,
       streams=streams_used(config, method), pretrained=pretrained,
@@ -100,4 +115,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
                         out_shardings=replicated),
       fisher_step=jax.jit(make_fisher_step(model), in_shardings=(state_sharding, batch_sharding),
                           out_shardings=replicated),
-      set_fisher=jax.jit(set_fisher, out_shardings=state_sharding, donate_argnums=(0,)))
+      set_fisher=jax.jit(set_fisher, out_shardings=state_sharding, donate_argnums=(0,)),
+      reset_batch_stats=jax.jit(reset_batch_stats, out_shardings=state_sharding),
+      adabn_step=jax.jit(adabn_step, in_shardings=(state_sharding, batch_sharding),
+                         out_shardings=state_sharding))

@@ -89,12 +89,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def evaluate(state: TrainState) -> dict[str, float]:
     results = {}
+    target_state = state
+    if config.model.get('batch_norm', 'train') == 'adabn':
+      target_state = adapt_batch_stats(program, state, domains['target'], config, mesh, process)
     for split_name in config.eval_splits:
       role, split = split_name.split('/')
       totals = None
       for batch in data_lib.eval_batches(domains[role].splits[split], domains[role].batch_fn,
                                          config.eval_batch_size, **process):
-        sums = eval_step(state, parallel.to_global(batch, mesh))
+        sums = eval_step(target_state if role == 'target' else state,
+                         parallel.to_global(batch, mesh))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
       totals = jax.device_get(totals)
       results[f'{split_name}/accuracy'] = float(totals['correct'] / totals['count'])
@@ -238,6 +242,20 @@ def estimate_fisher(program, state, source: data_lib.Domain, config: ml_collecti
   logging.info('estimated the diagonal Fisher on %d source examples (mean before scaling %.3g)',
                count, float(mean))
   return program.set_fisher(state, fisher)
+
+
+def adapt_batch_stats(program, state, target: data_lib.Domain, config: ml_collections.ConfigDict,
+                      mesh: Mesh, process: dict[str, int]):
+  """AdaBN (Li et al. 2016, arXiv:1603.04779): a copy of `state` whose BatchNorm statistics are
+  re-estimated on unlabelled target training batches (reset, then `adabn_batches` updates with
+  the layers' momentum, so the start decays to 0.9^n). Training keeps its own statistics."""
+  iterator = data_lib.train_iterator(target.splits['train'], target.unlabeled_fn,
+                                     config.batch_size, config.seed, stream=len(STREAMS) + 1,
+                                     **process)
+  adapted = program.reset_batch_stats(state)
+  for _ in range(config.model.adabn_batches):
+    adapted = program.adabn_step(adapted, parallel.to_global(next(iterator), mesh))
+  return adapted
 
 
 def _report_pretrained(program, workdir: str) -> None:
