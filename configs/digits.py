@@ -16,7 +16,7 @@ accuracy at the last step, 1000 steps, mean ± std over seeds 0, 1, 2; ~80 s per
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,9 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 20% of each domain is held out as its test split (split_seed 0, fixed across runs).
   config.data = data_config(source, target, image_size=28, channels=1, test_fraction=0.2)
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'dann_lenet'          # conv32-pool-conv48-pool (768-d features).
-  config.model.classifier_hidden = (100, 100)   # Label predictor: 768 -> 100 -> 100 -> 10.
-  config.model.discriminator_hidden = (100,)    # Domain discriminator: 768 -> 100 -> 1.
-  config.model.dropout = 0.0
+  # The DANN paper's MNIST network: conv32-pool-conv48-pool (768-d features), label predictor
+  # 768 -> 100 -> 100 -> 10, domain discriminator 768 -> 100 -> 1.
+  config.model = model_config('dann_lenet', classifier_hidden=(100, 100),
+                              discriminator_hidden=(100,))
   return config

@@ -18,7 +18,7 @@ the tuned, 3-seed T1 table belongs to the feature-transfer issue):
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, parse_arg
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
 from transfer_jax.errors import UserError
 
 
@@ -38,9 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   source, target = (usps, mnist) if arg.reverse else (mnist, usps)
   config.data = data_config(source, target, image_size=28, channels=1)
 
-  config.model = ml_collections.ConfigDict()
-  config.model.backbone = 'dann_lenet'          # conv32-pool-conv48-pool (768-d features).
-  config.model.classifier_hidden = (100, 100)   # Label predictor: 768 -> 100 -> 100 -> 10.
-  config.model.discriminator_hidden = (100,)    # Domain discriminator: 768 -> 100 -> 1.
-  config.model.dropout = 0.0
+  # The DANN paper's MNIST network: conv32-pool-conv48-pool (768-d features), label predictor
+  # 768 -> 100 -> 100 -> 10, domain discriminator 768 -> 100 -> 1.
+  config.model = model_config('dann_lenet', classifier_hidden=(100, 100),
+                              discriminator_hidden=(100,))
   return config
