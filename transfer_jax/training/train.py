@@ -36,6 +36,7 @@ class NonFiniteLossError(RuntimeError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mesh: Mesh | None = None) -> dict[str, Any]:
   """Trains (or resumes) the run `config` in `workdir` and returns its summary."""
+  called = time.perf_counter()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -117,6 +118,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     local_batch = {name: next(iterator) for name, iterator in iterators.items()}
     state, metrics = train_step(state, parallel.to_global(local_batch, mesh), train_rng)
     step += 1
+    if step == start_step + 1:  # Data loading, compilation (or cache hit) and one step.
+      jax.block_until_ready(metrics)
+      first_step_s = time.perf_counter() - called
     pending.append(metrics)
     log_now = step % config.log_every_steps == 0 or step == config.total_steps
     eval_now = step % config.eval_every_steps == 0 or step == config.total_steps
@@ -165,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'best': best,
       'param_count': count_params(state.params),
       'trainable_param_count': trainable_count(config, state.params),
+      'time_to_first_step_s': round(first_step_s, 3) if step > start_step else None,
       'device_count': mesh.size,
       'process_count': jax.process_count(),
       'jax_version': jax.__version__,
