@@ -11,7 +11,8 @@ from transfer_jax.models.vgg import VGGFeatures
 
 # Config name -> backbone constructor. One explicit table; add an entry per new backbone.
 BACKBONES = {
-    'dann_lenet': lambda cfg: DannLeNetFeatures(),
+    # conv_impl: 'fused' (fast on CPU) or 'xla' (textbook); same parameters and outputs.
+    'dann_lenet': lambda cfg: DannLeNetFeatures(conv_impl=cfg.get('conv_impl', 'fused')),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
     'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden),
                                    batch_norm=cfg.get('backbone_batch_norm', False)),

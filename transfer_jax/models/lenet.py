@@ -1,7 +1,158 @@
-"""The LeNet-style digits networks used across the domain-adaptation literature."""
+"""The LeNet-style digits networks used across the domain-adaptation literature.
+
+Each block is conv 5x5 (valid) -> ReLU -> max-pool 2x2, in one of two formulations with the same
+parameters, outputs and gradients (tests/test_models.py):
+
+  'xla'    textbook: `lax.conv_general_dilated` + bias, ReLU, `reduce_window` max-pool, all
+           differentiated by JAX.
+  'fused'  the same function rewritten for XLA:CPU, where 'xla' spends most of a training step in
+           the pool's gradient (select-and-scatter, lowered to index-tracking reduce-windows and a
+           scatter over the full-size map) and in zero padding:
+           - the pool is a reshape + max, taken before the bias and the ReLU (max(y + b) is
+             max(y) + b exactly, and ReLU is monotonic), with a custom gradient that goes to the
+             first maximum of each window, as in torch's max_pool2d and XLA's select-and-scatter;
+           - the input gradient of the convolution pads only the width (see `_conv_input_grad`).
+           On a 2-core CPU the DANN step takes 20 ms instead of 64 (python -m
+           transfer_jax.bench.dann_step, with runtime.CPU_XLA_FLAGS; 37 and 84 ms without).
+"""
+
+from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
+
+from transfer_jax.errors import UserError
+
+_DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _conv(x_BxHxWxI: jnp.ndarray, kernel_HxWxIxO: jnp.ndarray) -> jnp.ndarray:
+  return lax.conv_general_dilated(x_BxHxWxI, kernel_HxWxIxO, (1, 1), 'VALID',
+                                  dimension_numbers=_DIMENSIONS)
+
+
+def conv_relu_pool_xla(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """The textbook block, as nn.Conv + nn.relu + nn.max_pool compute it."""
+  return nn.max_pool(nn.relu(_conv(x, kernel) + bias), (2, 2), strides=(2, 2))
+
+
+# --- 'fused' -----------------------------------------------------------------------------------
+
+@jax.custom_vjp
+def conv_valid(x_BxHxWxI: jnp.ndarray, kernel_HxWxIxO: jnp.ndarray) -> jnp.ndarray:
+  """A 'VALID' stride-1 convolution whose input gradient skips most of XLA's zero padding."""
+  return _conv(x_BxHxWxI, kernel_HxWxIxO)
+
+
+def _conv_forward(x, kernel):
+  return _conv(x, kernel), (x, kernel)
+
+
+def _conv_backward(residuals, grad_y):
+  x, kernel = residuals
+  grad_kernel = jax.vjp(lambda k: _conv(x, k), kernel)[1](grad_y)[0]
+  return _conv_input_grad(grad_y, kernel), grad_kernel
+
+
+conv_valid.defvjp(_conv_forward, _conv_backward)
+
+
+def _conv_input_grad(grad_y_BxHxWxO: jnp.ndarray, kernel_HxWxIxO: jnp.ndarray) -> jnp.ndarray:
+  """The transposed convolution as one width-only convolution plus a sum over kernel rows.
+
+  XLA pads the gradient by kernel-1 on all four sides (8x8 -> 16x16 for conv2: 2.25x the useful
+  multiply-adds). Here only the width is padded: a (1, kw) convolution gives every kernel row's
+  contribution as kh*I output channels, which are then added at their row offsets (1.5x).
+  """
+  kh, kw, features_in, features_out = kernel_HxWxIxO.shape
+  flipped = jnp.flip(kernel_HxWxIxO, (0, 1))
+  # (1, kw, O, kh*I): output channel (r, c) is the flipped kernel's row r, input channel c.
+  row_kernel = jnp.transpose(flipped, (1, 3, 0, 2)).reshape(1, kw, features_out, kh * features_in)
+  rows = lax.conv_general_dilated(grad_y_BxHxWxO, row_kernel, (1, 1), ((0, 0), (kw - 1, kw - 1)),
+                                  dimension_numbers=_DIMENSIONS)
+  b, h, w, _ = rows.shape
+  rows = rows.reshape(b, h, w, kh, features_in)
+  # Flipped row r is kernel row kh-1-r: output row y reaches input row y + kh-1-r through it.
+  return sum(jnp.pad(rows[:, :, :, r], ((0, 0), (kh - 1 - r, r), (0, 0), (0, 0)))
+             for r in range(kh))
+
+
+def _pool(windows: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Max over windows (A, H, 2, W, 2, C), and where its first occurrence is (2*row + column)."""
+  pooled = windows.max(axis=(2, 4))
+  first = jnp.full(pooled.shape, 3, jnp.int8)
+  for position in (2, 1, 0):
+    first = jnp.where(windows[:, :, position // 2, :, position % 2, :] == pooled,
+                      jnp.int8(position), first)
+  return pooled, first
+
+
+def _unpool(first: jnp.ndarray, grad_pooled: jnp.ndarray) -> jnp.ndarray:
+  """The gradient of `_pool`: (A, H, W, C) -> (A, H, 2, W, 2, C), nonzero at the first maxima."""
+  shape = (1, 1, 2, 1, 2, 1)
+  position = 2 * lax.broadcasted_iota(jnp.int8, shape, 2) + lax.broadcasted_iota(jnp.int8, shape, 4)
+  return jnp.where(first[:, :, None, :, None, :] == position, grad_pooled[:, :, None, :, None, :],
+                   0.0)
+
+
+def _windows(y_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+  b, h, w, c = y_BxHxWxC.shape
+  return y_BxHxWxC.reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+def max_pool_2x2(y_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+  """2x2 'VALID' max-pool whose gradient goes to the first maximum of each window."""
+  _, h, w, _ = y_BxHxWxC.shape
+  return _max_pool_even(y_BxHxWxC[:, :h // 2 * 2, :w // 2 * 2])  # An odd last row is dropped.
+
+
+@jax.custom_vjp
+def _max_pool_even(y_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+  return _windows(y_BxHxWxC).max(axis=(2, 4))
+
+
+def _max_pool_forward(y):
+  return _pool(_windows(y))
+
+
+def _max_pool_backward(first, grad_pooled):
+  b, h, w, c = grad_pooled.shape
+  return (_unpool(first, grad_pooled).reshape(b, 2 * h, 2 * w, c),)
+
+
+_max_pool_even.defvjp(_max_pool_forward, _max_pool_backward)
+
+
+def conv_relu_pool_fused(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """The textbook block with the pool first (bias and ReLU then touch a quarter of the values)."""
+  return nn.relu(max_pool_2x2(conv_valid(x, kernel)) + bias)
+
+
+# config.model.conv_impl -> block (x NHWC, kernel HWIO, bias) -> pooled activations NHWC.
+CONV_IMPLS: dict[str, Callable[..., jnp.ndarray]] = {
+    'xla': conv_relu_pool_xla,
+    'fused': conv_relu_pool_fused,
+}
+
+
+class ConvReluPool(nn.Module):
+  """Conv 5x5 (valid) -> ReLU -> max-pool 2x2, with nn.Conv's parameters (HWIO kernel, bias)."""
+
+  features: int
+  conv_impl: str = 'fused'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    if self.conv_impl not in CONV_IMPLS:
+      raise UserError(f'unknown config.model.conv_impl={self.conv_impl!r}; choose one of '
+                      f'{sorted(CONV_IMPLS)}')
+    # nn.Conv's names, shapes and initialisers: checkpoints of either formulation load in both.
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (5, 5, x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return CONV_IMPLS[self.conv_impl](x, kernel, bias)
 
 
 class DannLeNetFeatures(nn.Module):
@@ -11,13 +162,13 @@ class DannLeNetFeatures(nn.Module):
   flatten. On 28x28 inputs the features have 4*4*48 = 768 dimensions.
   """
 
+  conv_impl: str = 'fused'  # A key of CONV_IMPLS: 'fused' (fast on CPU) or 'xla' (textbook).
+
   @nn.compact
   def __call__(self, images_BxHxWxC: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     del train  # No dropout or batch statistics in this network.
-    x = nn.Conv(32, (5, 5), padding='VALID', name='conv1')(images_BxHxWxC)
-    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    x = nn.Conv(48, (5, 5), padding='VALID', name='conv2')(x)
-    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = ConvReluPool(32, self.conv_impl, name='conv1')(images_BxHxWxC)
+    x = ConvReluPool(48, self.conv_impl, name='conv2')(x)
     # Flatten in (channel, height, width) order so the feature layout, and hence the first dense
     # layer's weights, match torch's `x.flatten(1)` on NCHW tensors.
     return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)

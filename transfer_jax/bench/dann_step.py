@@ -1,0 +1,179 @@
+"""The DANN digits training step against the PyTorch reference, on the same machine.
+
+  python -m transfer_jax.bench.dann_step [--steps 100] [--repeats 7] [--rounds 3]
+      [--conv_impl fused|xla] [--no_torch]
+
+Measures the step that trains: `build_program` on configs/digits.py, with overrides that make it
+the step of ../shared/bench/torch_dann_reference.py (DANN with a constant gradient-reversal
+coefficient 1 and trade-off 1; Adam, lr 1e-3, no weight decay; 64 source + 64 target random
+28x28x1 images, one feature pass). A measurement is the median over `--repeats` timings of
+`--steps` steps, the last one waited for. Rounds alternate the torch reference (a subprocess,
+when torch is installed) and JAX, so that a change in machine load hits both; each prints a JSON
+line, and a summary line gives jax_steps_per_s / torch_steps_per_s (medians over rounds).
+
+Use an otherwise idle machine: when another process takes a core, torch's OpenMP threads slow
+down ~15x (their barriers wait for the preempted thread) and the ratio means nothing. The XLA
+flags of `runtime.CPU_XLA_FLAGS` apply here as in training (printed as xla_flags).
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PROCESS_START = time.time()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transfer_jax import config_lib  # noqa: E402
+from transfer_jax.bench.common import median_rate, report  # noqa: E402
+from transfer_jax.training import parallel, runtime  # noqa: E402
+from transfer_jax.training.program import build_program  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TORCH_REFERENCE = os.path.join(ROOT, '..', 'shared', 'bench', 'torch_dann_reference.py')
+# configs/digits.py made identical to the torch reference's step.
+OVERRIDES = ('method.name=dann', 'method.grl_schedule=constant', 'method.grl_coeff=1.0',
+             'method.trade_off=1.0', 'optimizer.name=adam', 'optimizer.learning_rate=1e-3',
+             'optimizer.schedule=constant', 'optimizer.weight_decay=0.0', 'batch_size=64',
+             'compilation_cache_dir=')  # A real compilation, not a cache hit.
+
+
+def process_start_time() -> float:
+  """When this process started (Linux /proc), else when this module was imported."""
+  try:
+    with open('/proc/self/stat') as f:
+      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/stat') as f:
+      boot = next(int(line.split()[1]) for line in f if line.startswith('btime'))
+    return boot + start_ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, StopIteration):
+    return PROCESS_START
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux.
+
+
+def random_batch(batch_size: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  images = lambda: rng.random((batch_size, 28, 28, 1), dtype=np.float32)
+  return {'source': {'input': images(), 'label': rng.integers(0, 10, batch_size, np.int32)},
+          'target': {'input': images()}}
+
+
+class JaxStep:
+  """The project's compiled DANN step on a fixed batch; `run(n)` times n steps."""
+
+  def __init__(self, conv_impl: str):
+    spec = os.path.join(ROOT, 'configs', 'digits.py')
+    overrides = OVERRIDES + ((f'model.conv_impl={conv_impl}',) if conv_impl else ())
+    config = config_lib.load_config(spec, overrides)
+    runtime.setup(config)
+    self.conv_impl = config.model.get('conv_impl', 'fused')
+    self.mesh = parallel.make_mesh(config.num_devices)
+    self.program = build_program(config, self.mesh, (28, 28, 1), num_classes=10)
+    self.state = self.program.init_state(jax.random.key(config.seed))
+    self.batch = parallel.to_global(random_batch(config.batch_size), self.mesh)
+    self.rng = jax.random.key(1)
+    start = time.perf_counter()
+    self.run(1)
+    self.compile_s = time.perf_counter() - start
+    self.first_step_s = time.time() - process_start_time()
+    self.run(10)  # Warm-up, as the torch reference does.
+
+  def run(self, count: int) -> None:
+    for _ in range(count):
+      self.state, metrics = self.program.train_step(self.state, self.batch, self.rng)
+    jax.block_until_ready(metrics)
+
+  def measure(self, steps: int, repeats: int, round_index: int) -> dict:
+    rate, rates = median_rate(self.run, steps, repeats)
+    record = {'benchmark': 'dann_step', 'framework': f'jax {jax.__version__}',
+              'round': round_index, 'conv_impl': self.conv_impl,
+              'median_ms_per_step': 1e3 / rate, 'steps_per_s': rate,
+              'ms_per_step_each_repeat': [round(1e3 / r, 3) for r in rates],
+              'compile_s': self.compile_s, 'time_to_first_step_s': self.first_step_s,
+              'peak_rss_mib': peak_rss_mib(), 'devices': self.mesh.size,
+              'device_kind': jax.devices()[0].device_kind, 'jax': jax.__version__,
+              'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_1m': os.getloadavg()[0]}
+    report(record)
+    return record
+
+
+def torch_available() -> str | None:
+  """None if the torch reference can run here, else why not."""
+  if not os.path.isfile(TORCH_REFERENCE):
+    return f'the torch reference {os.path.normpath(TORCH_REFERENCE)} is absent'
+  if importlib.util.find_spec('torch') is None:
+    return 'torch is not installed (pip install -e ".[torch]", CPU build)'
+  return None
+
+
+def measure_torch(steps: int, repeats: int, round_index: int) -> dict:
+  """Runs the reference in a fresh process (its own threads, no JAX in it) and reports it."""
+  process = subprocess.Popen([sys.executable, TORCH_REFERENCE, '--steps', str(steps),
+                              '--repeats', str(repeats)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  # getrusage(RUSAGE_CHILDREN) would count this (large) process, which the child starts as; the
+  # child's own high-water mark is in /proc while it runs.
+  peak_kib = 0
+  while process.poll() is None:
+    peak_kib = max(peak_kib, _high_water_kib(process.pid))
+    time.sleep(0.2)
+  stdout, stderr = process.communicate()
+  if process.returncode:
+    raise SystemExit(f'the torch reference failed:\n{stderr[-2000:]}')
+  record = {'benchmark': 'dann_step', **json.loads(stdout.strip().splitlines()[-1]),
+            'round': round_index, 'peak_rss_mib': peak_kib / 1024 or None,
+            'load_1m': os.getloadavg()[0]}
+  report(record)
+  return record
+
+
+def _high_water_kib(pid: int) -> int:
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      return next((int(line.split()[1]) for line in f if line.startswith('VmHWM:')), 0)
+  except OSError:
+    return 0
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--steps', type=int, default=100)
+  parser.add_argument('--repeats', type=int, default=7)
+  parser.add_argument('--rounds', type=int, default=3, help='torch, JAX alternations')
+  parser.add_argument('--conv_impl', default='', help="'fused' or 'xla' (default: the config's)")
+  parser.add_argument('--no_torch', action='store_true', help='measure the JAX step alone')
+  args = parser.parse_args()
+
+  step = JaxStep(args.conv_impl)
+  why_not = 'skipped (--no_torch)' if args.no_torch else torch_available()
+  if why_not:
+    print(f'torch reference: {why_not}; measuring JAX alone', file=sys.stderr)
+  jax_rates, torch_rates = [], []
+  for i in range(args.rounds):
+    if not why_not:
+      torch_rates.append(measure_torch(args.steps, args.repeats, i)['steps_per_s'])
+    jax_rates.append(step.measure(args.steps, args.repeats, i)['steps_per_s'])
+  summary = {'benchmark': 'dann_step_summary', 'conv_impl': step.conv_impl,
+             'jax_steps_per_s': statistics.median(jax_rates),
+             'jax_median_ms_per_step': 1e3 / statistics.median(jax_rates)}
+  if torch_rates:
+    ratios = [j / t for j, t in zip(jax_rates, torch_rates, strict=True)]
+    summary.update(torch_steps_per_s=statistics.median(torch_rates),
+                   torch_median_ms_per_step=1e3 / statistics.median(torch_rates),
+                   ratio=statistics.median(jax_rates) / statistics.median(torch_rates),
+                   ratio_each_round=[round(r, 3) for r in ratios])
+  report(summary)
+
+
+if __name__ == '__main__':
+  main()
