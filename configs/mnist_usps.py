@@ -11,6 +11,8 @@ USPS images are resized to 28x28 (as TLlib does). Raw files come from the manual
       --workdir=runs/m2u_dann --config.data.manual_dir=../shared/datasets
 Arguments: method=source_only|dann, protocol=full|adda|jda, reverse (USPS -> MNIST), tiny.
 
+Measured before commit cb45686, with the textbook conv block (conv_impl='xla'); the default 'fused'
+block computes the same function to 1e-5 per step, so long runs may end a little differently.
 Expected (seed 0, 1000 steps, target / source test accuracy at the last step, 2 CPU cores;
 the tuned, 3-seed T1 table belongs to the feature-transfer issue):
   protocol=full  source_only 75.4 / 97.4 (124 s)   dann 76.4 / 96.5 (84 s)
