@@ -1,8 +1,9 @@
 """PyTorch state_dict import: torchvision-named ResNet / VGG / DANN LeNet against torch references.
 
-The torch networks are re-built here with torchvision's module names (no torchvision needed), given
-random weights and BatchNorm running statistics, saved as .pth and .safetensors, imported, and run
-side by side in eval mode.
+The torch networks are re-built with torchvision's module names (no torchvision needed; the ResNets
+live in transfer_jax/bench/torch_models.py, which the ResNet benchmark shares), given random
+weights and BatchNorm running statistics, saved as .pth and .safetensors, imported, and run side
+by side in eval mode.
 """
 
 import importlib.util
@@ -18,6 +19,7 @@ from flax import traverse_util
 torch = pytest.importorskip('torch', reason='torch is not installed (pip install torch, CPU)')
 from torch import nn  # noqa: E402
 
+from transfer_jax.bench.torch_models import BasicBlock, ResNet, resnet  # noqa: E402
 from transfer_jax.errors import UserError  # noqa: E402
 from transfer_jax.models import BACKBONES, MLP, DannLeNetFeatures, TransferModel  # noqa: E402
 from transfer_jax.models.vgg import VGGFeatures, adaptive_avg_pool  # noqa: E402
@@ -27,79 +29,6 @@ DANN_REFERENCE = '/work/shared/bench/torch_dann_reference.py'
 
 
 # --- torchvision-identical reference networks (module names as in torchvision.models) ---
-
-class BasicBlock(nn.Module):
-  expansion = 1
-
-  def __init__(self, inplanes, planes, stride=1, downsample=None):
-    super().__init__()
-    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(planes)
-    self.relu = nn.ReLU(inplace=True)
-    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(planes)
-    self.downsample = downsample
-
-  def forward(self, x):
-    y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-    return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-class Bottleneck(nn.Module):
-  expansion = 4
-
-  def __init__(self, inplanes, planes, stride=1, downsample=None):
-    super().__init__()
-    self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(planes)
-    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # v1.5: stride here.
-    self.bn2 = nn.BatchNorm2d(planes)
-    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-    self.bn3 = nn.BatchNorm2d(planes * 4)
-    self.relu = nn.ReLU(inplace=True)
-    self.downsample = downsample
-
-  def forward(self, x):
-    y = self.relu(self.bn1(self.conv1(x)))
-    y = self.relu(self.bn2(self.conv2(y)))
-    y = self.bn3(self.conv3(y))
-    return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet(nn.Module):
-
-  def __init__(self, block, layers, num_classes=10, cifar=False):
-    super().__init__()
-    self.inplanes = 64
-    self.conv1 = (nn.Conv2d(3, 64, 3, 1, 1, bias=False) if cifar else
-                  nn.Conv2d(3, 64, 7, 2, 3, bias=False))
-    self.bn1 = nn.BatchNorm2d(64)
-    self.relu = nn.ReLU(inplace=True)
-    self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
-    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-      setattr(self, f'layer{i + 1}', self._make_layer(block, planes, blocks, 1 if i == 0 else 2))
-    self.avgpool = nn.AdaptiveAvgPool2d(1)
-    self.fc = nn.Linear(512 * block.expansion, num_classes)
-
-  def _make_layer(self, block, planes, blocks, stride):
-    downsample = None
-    if stride != 1 or self.inplanes != planes * block.expansion:
-      downsample = nn.Sequential(
-          nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-          nn.BatchNorm2d(planes * block.expansion))
-    layers = [block(self.inplanes, planes, stride, downsample)]
-    self.inplanes = planes * block.expansion
-    layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
-
-  def features(self, x):
-    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-    return torch.flatten(self.avgpool(x), 1)
-
-  def forward(self, x):
-    return self.fc(self.features(x))
-
 
 class VGG16(nn.Module):
 
@@ -182,9 +111,7 @@ def _assert_close(flax_value, torch_value, what):
     ('resnet18', 'pth', 64), ('resnet18_cifar', 'safetensors', 32),
     ('resnet50', 'safetensors', 64), ('resnet50_cifar', 'pth', 32)])
 def test_resnet_matches_torch(tmp_path, arch, fmt, size):
-  block, layers = ((Bottleneck, (3, 4, 6, 3)) if arch.startswith('resnet50') else
-                   (BasicBlock, (2, 2, 2, 2)))
-  torch_model = _randomize(ResNet(block, layers, cifar=arch.endswith('_cifar')))
+  torch_model = _randomize(resnet(arch))
   path = _save(torch_model, tmp_path, fmt)
   params, batch_stats = torch_import.torch_to_flax(
       torch_import.load_torch_state_dict(path), arch, with_head=True)
