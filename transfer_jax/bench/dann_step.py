@@ -20,21 +20,23 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
-PROCESS_START = time.time()
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from transfer_jax import config_lib  # noqa: E402
-from transfer_jax.bench.common import median_rate, report  # noqa: E402
-from transfer_jax.training import parallel, runtime  # noqa: E402
-from transfer_jax.training.program import build_program  # noqa: E402
+from transfer_jax import config_lib
+from transfer_jax.bench.common import (
+  median_rate,
+  peak_rss_mib,
+  process_start_time,
+  report,
+  run_child,
+)
+from transfer_jax.training import parallel, runtime
+from transfer_jax.training.program import build_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TORCH_REFERENCE = os.path.join(ROOT, '..', 'shared', 'bench', 'torch_dann_reference.py')
@@ -43,22 +45,6 @@ OVERRIDES = ('method.name=dann', 'method.grl_schedule=constant', 'method.grl_coe
              'method.trade_off=1.0', 'optimizer.name=adam', 'optimizer.learning_rate=1e-3',
              'optimizer.schedule=constant', 'optimizer.weight_decay=0.0', 'batch_size=64',
              'compilation_cache_dir=')  # A real compilation, not a cache hit.
-
-
-def process_start_time() -> float:
-  """When this process started (Linux /proc), else when this module was imported."""
-  try:
-    with open('/proc/self/stat') as f:
-      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
-    with open('/proc/stat') as f:
-      boot = next(int(line.split()[1]) for line in f if line.startswith('btime'))
-    return boot + start_ticks / os.sysconf('SC_CLK_TCK')
-  except (OSError, ValueError, StopIteration):
-    return PROCESS_START
-
-
-def peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux.
 
 
 def random_batch(batch_size: int, seed: int = 0) -> dict:
@@ -118,31 +104,13 @@ def torch_available() -> str | None:
 
 def measure_torch(steps: int, repeats: int, round_index: int) -> dict:
   """Runs the reference in a fresh process (its own threads, no JAX in it) and reports it."""
-  process = subprocess.Popen([sys.executable, TORCH_REFERENCE, '--steps', str(steps),
-                              '--repeats', str(repeats)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-  # getrusage(RUSAGE_CHILDREN) would count this (large) process, which the child starts as; the
-  # child's own high-water mark is in /proc while it runs.
-  peak_kib = 0
-  while process.poll() is None:
-    peak_kib = max(peak_kib, _high_water_kib(process.pid))
-    time.sleep(0.2)
-  stdout, stderr = process.communicate()
-  if process.returncode:
-    raise SystemExit(f'the torch reference failed:\n{stderr[-2000:]}')
+  stdout, peak_mib = run_child([sys.executable, TORCH_REFERENCE, '--steps', str(steps),
+                                '--repeats', str(repeats)])
   record = {'benchmark': 'dann_step', **json.loads(stdout.strip().splitlines()[-1]),
-            'round': round_index, 'peak_rss_mib': peak_kib / 1024 or None,
+            'round': round_index, 'peak_rss_mib': peak_mib,
             'load_1m': os.getloadavg()[0]}
   report(record)
   return record
-
-
-def _high_water_kib(pid: int) -> int:
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      return next((int(line.split()[1]) for line in f if line.startswith('VmHWM:')), 0)
-  except OSError:
-    return 0
 
 
 def main() -> None:
