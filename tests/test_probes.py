@@ -152,3 +152,14 @@ def test_probe_without_weights_is_a_one_line_error(tmp_path, capsys):
   assert '\n' not in err and 'init_from.path' in err and '--raw' in err
   assert probe.main(['--workdir=x']) == 2
   assert 'python -m transfer_jax.probe' in capsys.readouterr().err
+
+
+def test_the_key_follows_the_preprocessing_code(tmp_path):
+  package = tmp_path / 'fake_package'
+  package.mkdir()
+  (package / '__init__.py').write_text('')
+  (package / 'preprocess.py').write_text('SCALE = 1 / 255\n')
+  fake = type('Module', (), {'__file__': str(package / '__init__.py')})
+  before = extract.code_digest(fake)
+  (package / 'preprocess.py').write_text('SCALE = 1 / 127.5\n')
+  assert extract.code_digest(fake) != before

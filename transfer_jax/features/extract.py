@@ -7,9 +7,10 @@ inputs (flattened), the "no adaptation" baseline of shallow domain adaptation.
 
 A split's file is named by a SHA-256 key of everything its features depend on: the content of
 the backbone's weights (not their path: a checkpoint rewritten in place gets a new key), the
-model config, the preprocessing (`config.data` without the other domain) and the domain's split.
-A changed weight or preprocessing field therefore misses the cache; the key is also stored inside
-the file and checked on reading. `CACHE_VERSION` changes when the extraction code does.
+model config, the preprocessing (`config.data` without the other domain), the domain's split, and
+the source code of `transfer_jax/data/*.py` (and `models/*.py` for a backbone). A changed weight,
+preprocessing field or preprocessing code therefore misses the cache; the key is also stored
+inside the file and checked on reading. `CACHE_VERSION` changes when the extraction code does.
 """
 
 import dataclasses
@@ -27,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
+from transfer_jax import models
 from transfer_jax.errors import UserError
 from transfer_jax.models import build_model
 from transfer_jax.training import parallel
@@ -118,7 +120,7 @@ def raw_extractor(mesh: Mesh) -> Extractor:
   """The model inputs themselves, flattened to vectors."""
   def build():
     return _jit_forward(lambda _, inputs: inputs.reshape(inputs.shape[0], -1), {}, mesh)
-  return Extractor(digest='raw', model_config=None, build=build)
+  return Extractor(digest=f'raw {code_digest(data_lib)}', model_config=None, build=build)
 
 
 def backbone_extractor(config: ml_collections.ConfigDict, mesh: Mesh,
@@ -161,8 +163,8 @@ def backbone_extractor(config: ml_collections.ConfigDict, mesh: Mesh,
                         out_shardings=replicated)(pretrained.values)
     return _jit_forward(lambda v, inputs: model.apply(v, inputs)['features'], variables, mesh)
 
-  return Extractor(digest=weights_digest(backbone), model_config=config.model.to_dict(),
-                   build=build)
+  digest = f'{weights_digest(backbone)} {code_digest(data_lib)} {code_digest(models)}'
+  return Extractor(digest=digest, model_config=config.model.to_dict(), build=build)
 
 
 def _is_backbone(path: str) -> bool:
@@ -188,6 +190,17 @@ def weights_digest(values: dict[str, np.ndarray]) -> str:
     value = np.ascontiguousarray(values[name])
     digest.update(f'{name}:{value.dtype}:{value.shape};'.encode())
     digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
+def code_digest(package: Any) -> str:
+  """SHA-256 of the .py files of a package's folder (not its subfolders)."""
+  folder = os.path.dirname(package.__file__)
+  digest = hashlib.sha256()
+  for name in sorted(os.listdir(folder)):
+    if name.endswith('.py'):
+      with open(os.path.join(folder, name), 'rb') as f:
+        digest.update(name.encode() + b'\0' + f.read())
   return digest.hexdigest()
 
 
