@@ -258,3 +258,15 @@ def test_growth_refuses_other_backbones():
   variables = _init(model, inputs)
   with pytest.raises(UserError, match='smaller'):
     net2net.widen(model, variables, 0, 3, rng=jax.random.key(0))
+
+
+def test_deepen_with_batch_norm_is_exact_only_in_eval_mode():
+  model, inputs = CASES['dense_bn']
+  variables = _init(model, inputs)
+  deep, deep_vars = net2net.deepen(model, variables, 0, rng=jax.random.key(0))
+  block = deep_vars['params']['backbone']['layer1']
+  np.testing.assert_array_equal(block['dense']['kernel'], np.eye(6))
+  np.testing.assert_allclose(block['bn']['scale'], np.sqrt(1 + 1e-5))
+  # Train mode normalises with the batch's statistics, not the running ones: no longer exact.
+  diff = _max_diff(_logits(model, variables, inputs, True), _logits(deep, deep_vars, inputs, True))
+  assert diff > 1e-3
