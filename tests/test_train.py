@@ -89,7 +89,7 @@ def test_eval_is_exact_over_the_whole_split(dann_run):
   batch = target.batch_fn({key: np.stack([test[i][key] for i in range(len(test))])
                            for key in ('input', 'label')})
   images, labels = batch['input'], batch['label']
-  model = build_model(config.model, 10, with_discriminator=True)
+  model = build_model(config.model, 10, heads=('discriminator',))
   logits = model.apply({'params': load_params(workdir)}, images)['logits']
   accuracy = float(np.mean(np.argmax(logits, -1) == labels))
   assert len(labels) == 359 and len(labels) % config.eval_batch_size != 0  # Has padding.

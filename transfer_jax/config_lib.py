@@ -38,11 +38,24 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.seed = 0                     # Seeds parameters, data order and dropout.
 
   config.method = ml_collections.ConfigDict()
-  config.method.name = method         # A key of objectives.METHODS ('source_only', 'dann').
-  config.method.trade_off = 1.0       # Weight of the transfer loss.
+  config.method.name = method         # A key of objectives.METHODS ('source_only', 'dann', ...).
+  config.method.trade_off = 1.0       # lambda: weight of the transfer term.
+  config.method.trade_off_schedule = 'constant'  # lambda(p): times 'constant', 'linear', 'dann'.
+  # Adversarial methods (dann, cdan, cdan_e, mdd): the gradient-reversal coefficient.
   config.method.grl_schedule = 'dann'  # 'dann': coeff ramps 2/(1+exp(-gamma p))-1; 'constant'.
   config.method.grl_gamma = 10.0
   config.method.grl_coeff = 1.0       # Final (or constant) gradient-reversal coefficient.
+  config.method.cdan_randomized_dim = 0  # cdan(_e): >0 uses the randomized multilinear map.
+  # dan, jan, residual_fusion: Gaussian kernels of bandwidth m * (mean squared distance).
+  config.method.mmd_kernel_multipliers = (0.125, 0.25, 0.5, 1.0, 2.0)
+  config.method.mmd_linear = False    # True: the linear-time MMD estimator.
+  config.method.jan_sigma = 0.92      # jan: bandwidth of the kernel on predictions.
+  config.method.mcc_temperature = 2.5  # mcc: softmax temperature.
+  config.method.mdd_margin = 4.0      # mdd: gamma, the margin factor on the source disparity.
+  config.method.afn_delta_r = 1.0     # afn: feature-norm increase per step.
+  config.method.shot_beta = 0.3       # shot: weight of the pseudo-label cross-entropy.
+  config.method.shot_refresh_every = 0  # shot: steps between re-clusterings (0: a target epoch).
+  config.method.fixmatch_threshold = 0.95  # fixmatch: confidence for a pseudo-label.
 
   # The objective: source_weight * L_S + target_weight * ramp(p) * L_T + transfer + regularizer.
   config.objective = ml_collections.ConfigDict()
@@ -110,7 +123,20 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
     config.log_every_steps = 2
     config.eval_every_steps = 3
     config.checkpoint_every_steps = 3
+  config.update_from_flattened_dict(METHOD_DEFAULTS.get(method, {}))
   return config
+
+
+# Settings a method brings with it when a config selects it (`:method=NAME`), from its paper
+# (or its reference implementation) where the paper gives one. A config or an override wins.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    'afn': {'method.trade_off': 0.05},              # SAFN's lambda (Xu et al. 2019).
+    'mdd': {'method.grl_coeff': 0.1},               # Reversal ramps to 0.1 (as in TLlib).
+    # Source-free: the source model comes from init_from, its classifier stays fixed, and no
+    # source batch is drawn.
+    'shot': {'objective.source_weight': 0.0, 'init_from.required': True,
+             'optimizer.freeze': 'classifier/.*'},
+}
 
 
 def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
@@ -120,7 +146,9 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       backbone_hidden=(),          # 'mlp' backbone: widths of its Dense-ReLU layers.
       backbone_batch_norm=False,   # 'mlp' backbone: BatchNorm after each Dense layer.
       classifier_hidden=(),        # Hidden widths of the classifier (() = linear).
-      discriminator_hidden=(100,),  # Hidden widths of the domain discriminator (DANN).
+      discriminator_hidden=(100,),  # Hidden widths of the domain discriminator (DANN, CDAN)
+                                    # and of MDD's adversarial classifier.
+      fusion_hidden=(256,),        # residual_fusion: hidden widths of the residual module.
       dropout=0.0,                 # Dropout in the classifier's hidden layers.
       # BatchNorm statistics: 'train' (updated on training batches), 'frozen' (the transferred
       # statistics are kept and used while training), 'adabn' (training as 'train'; target

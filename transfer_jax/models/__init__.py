@@ -4,7 +4,7 @@ import ml_collections
 
 from transfer_jax.errors import UserError
 from transfer_jax.models.lenet import DannLeNetFeatures
-from transfer_jax.models.mlp import MLP, MLPFeatures
+from transfer_jax.models.mlp import MLP, MLPFeatures, ResidualMLP
 from transfer_jax.models.resnet import ResNetFeatures
 from transfer_jax.models.transfer_model import TransferModel
 from transfer_jax.models.vgg import VGGFeatures
@@ -27,24 +27,32 @@ BACKBONES = {
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
-                with_discriminator: bool) -> TransferModel:
-  """Builds the TransferModel that `model_config` describes."""
+                heads: tuple[str, ...] = ()) -> TransferModel:
+  """Builds the TransferModel that `model_config` describes, with the extra `heads` a method
+  needs: 'discriminator' (domain logit), 'adversary' (a second classifier), 'fusion'."""
   if model_config.get('batch_norm', 'train') not in ('train', 'frozen', 'adabn'):
     raise UserError(f"unknown config.model.batch_norm={model_config.batch_norm!r}; choose "
                     "'train', 'frozen' or 'adabn'")
   if model_config.backbone not in BACKBONES:
     raise UserError(f'unknown config.model.backbone={model_config.backbone!r}; '
                      f'choose one of {sorted(BACKBONES)}')
-  discriminator = None
-  if with_discriminator:
+  unknown = set(heads) - {'discriminator', 'adversary', 'fusion'}
+  if unknown:
+    raise ValueError(f'unknown model heads {sorted(unknown)}')
+  discriminator = adversary = fusion = None
+  if 'discriminator' in heads:
     discriminator = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=1)
+  if 'adversary' in heads:  # MDD's f': the discriminator's hidden widths, one logit per class.
+    adversary = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=num_classes)
+  if 'fusion' in heads:
+    fusion = ResidualMLP(hidden=tuple(model_config.get('fusion_hidden', (256,))))
   return TransferModel(
       backbone=BACKBONES[model_config.backbone](model_config),
       classifier=MLP(hidden=tuple(model_config.classifier_hidden), out_dim=num_classes,
                      dropout=model_config.get('dropout', 0.0)),
-      domain_discriminator=discriminator,
+      domain_discriminator=discriminator, adversary=adversary, fusion=fusion,
       freeze_backbone_statistics=model_config.get('batch_norm', 'train') == 'frozen')
 
 
 __all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'MLPFeatures', 'ResNetFeatures',
-           'TransferModel', 'VGGFeatures', 'build_model']
+           'ResidualMLP', 'TransferModel', 'VGGFeatures', 'build_model']

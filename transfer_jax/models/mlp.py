@@ -36,3 +36,16 @@ class MLPFeatures(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'bn{i}')(x)
       x = nn.relu(x)
     return x
+
+
+class ResidualMLP(nn.Module):
+  """x + g(x), g a Dense-ReLU stack whose last layer starts at zero: the identity at init."""
+
+  hidden: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    h = x
+    for i, width in enumerate(self.hidden):
+      h = nn.relu(nn.Dense(width, name=f'dense{i}')(h))
+    return x + nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name='out')(h)

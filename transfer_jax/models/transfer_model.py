@@ -1,10 +1,12 @@
 """A backbone, a classifier head and optional auxiliary heads, as one Flax module.
 
 Every method reuses the same split: `backbone` maps inputs to features, `classifier` maps
-features to class logits, and auxiliary heads (e.g. the domain discriminator of DANN) act on
-features and are called by the objective through `TransferModel.discriminate`.
+features to class logits, and auxiliary heads act on features and are called by the objective:
+the domain discriminator of DANN/CDAN (`discriminate`), the adversarial classifier of MDD
+(`adversarial_logits`), the residual fusion module (`fuse`).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +19,8 @@ class TransferModel(nn.Module):
   backbone: nn.Module
   classifier: nn.Module
   domain_discriminator: nn.Module | None = None
+  adversary: nn.Module | None = None   # A second classifier (MDD), same output size.
+  fusion: nn.Module | None = None      # features -> features (residual feature fusion).
   # True: the backbone runs in inference mode while training (BatchNorm normalises with, and
   # keeps, its transferred running statistics; backbone dropout is off too).
   freeze_backbone_statistics: bool = False
@@ -32,9 +36,29 @@ class TransferModel(nn.Module):
                        '(set config.model.discriminator_hidden)')
     return self.domain_discriminator(features, train=train)[..., 0]
 
-  def init_all(self, inputs: jnp.ndarray) -> Any:
-    """Calls every submodule once so that `init` creates all parameters."""
+  def classify(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    return self.classifier(features, train=train)
+
+  def adversarial_logits(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    if self.adversary is None:
+      raise UserError('this model has no adversarial classifier; the configured method needs one')
+    return self.adversary(features, train=train)
+
+  def fuse(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    if self.fusion is None:
+      raise UserError('this model has no fusion module; the configured method needs one')
+    return self.fusion(features)
+
+  def init_all(self, inputs: jnp.ndarray,
+               discriminator_input: Callable[[dict], jnp.ndarray] | None = None) -> Any:
+    """Calls every submodule once so that `init` creates all parameters; the discriminator
+    reads `discriminator_input(outputs)` (default: the features), as the method will feed it."""
     outputs = self(inputs)
     if self.domain_discriminator is not None:
-      outputs['domain_logits'] = self.discriminate(outputs['features'])
+      read = discriminator_input or (lambda o: o['features'])
+      outputs['domain_logits'] = self.discriminate(read(outputs))
+    if self.adversary is not None:
+      outputs['adversarial_logits'] = self.adversarial_logits(outputs['features'])
+    if self.fusion is not None:
+      outputs['fused'] = self.fuse(outputs['features'])
     return outputs

@@ -6,6 +6,7 @@ initialisation inside the jitted init.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from transfer_jax.training import parallel
 from transfer_jax.training.optimizer import build_optimizer
 from transfer_jax.training.state import TrainState
 from transfer_jax.training.step import (
+  make_centroid_step,
   make_eval_step,
   make_fisher_step,
   make_train_step,
@@ -44,9 +46,10 @@ class Program:
   train_step: Callable[..., tuple[TrainState, dict]]  # Jitted (state, batch, rng), state donated.
   eval_step: Callable[..., dict]                      # Jitted (state, batch) -> sums.
   fisher_step: Callable[..., Any]                     # Jitted (state, batch) -> squared grads.
-  set_fisher: Callable[..., TrainState]               # Jitted (state, fisher) -> state.
   reset_batch_stats: Callable[..., TrainState]        # Jitted: BatchNorm means 0, variances 1.
   adabn_step: Callable[..., TrainState]               # Jitted (state, batch): update BN stats.
+  centroid_step: Callable[..., dict]                  # Jitted (state, batch, centroids) -> sums.
+  set_anchor: Callable[..., TrainState]               # Jitted (state, name, value) -> state.
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tuple[int, ...],
@@ -54,11 +57,15 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
   """Builds the model and optimizer from `config` and compiles-on-first-call the steps."""
   method = get_method(config.method.name)
   regularizer = get_regularizer(config.regularizer.name)
-  model = build_model(config.model, num_classes, method.needs_discriminator)
+  model = build_model(config.model, num_classes, method.heads)
   example = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+  discriminator_input = None
+  if method.discriminator_input is not None:
+    discriminator_input = functools.partial(method.discriminator_input, config=config.method)
 
   def init_variables(rng):
-    return model.init({'params': rng, 'dropout': rng}, example, method=TransferModel.init_all)
+    return model.init({'params': rng, 'dropout': rng}, example, method=TransferModel.init_all,
+                      discriminator_input=discriminator_input)
 
   abstract_variables = jax.eval_shape(init_variables, jax.random.key(0))
   pretrained = load_pretrained(config.init_from, abstract_variables)
@@ -75,6 +82,9 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
       anchors['params'] = params  # theta_S: the transferred values the run starts from.
     if regularizer.needs_fisher:
       anchors['fisher'] = jax.tree.map(jnp.zeros_like, params)  # Estimated before step 0.
+    if method.needs_centroids:  # Class centroids of target features (SHOT), set before step 0.
+      features = model.apply({'params': params, **variables}, example)['features']
+      anchors['centroids'] = jnp.zeros((num_classes, features.shape[-1] + 1), jnp.float32)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
                       opt_state=optimizer.init(params),
                       first_nonfinite_step=jnp.full((), -1, jnp.int32), anchors=anchors)
@@ -86,8 +96,8 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
   batch_sharding = parallel.batch_sharding(mesh)
   jitted_init = jax.jit(init_state, out_shardings=state_sharding)
 
-  def set_fisher(state: TrainState, fisher: Any) -> TrainState:
-    return state.replace(anchors={**state.anchors, 'fisher': fisher})
+  def set_anchor(state: TrainState, name: str, value: Any) -> TrainState:
+    return state.replace(anchors={**state.anchors, name: value})
 
   def reset_batch_stats(state: TrainState) -> TrainState:
     def reset(path, leaf):
@@ -115,7 +125,11 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
                         out_shardings=replicated),
       fisher_step=jax.jit(make_fisher_step(model), in_shardings=(state_sharding, batch_sharding),
                           out_shardings=replicated),
-      set_fisher=jax.jit(set_fisher, out_shardings=state_sharding, donate_argnums=(0,)),
+      set_anchor=jax.jit(set_anchor, static_argnums=(1,), out_shardings=state_sharding,
+                         donate_argnums=(0,)),
       reset_batch_stats=jax.jit(reset_batch_stats, out_shardings=state_sharding),
       adabn_step=jax.jit(adabn_step, in_shardings=(state_sharding, batch_sharding),
-                         out_shardings=state_sharding))
+                         out_shardings=state_sharding),
+      centroid_step=jax.jit(make_centroid_step(model, num_classes),
+                            in_shardings=(state_sharding, batch_sharding, replicated),
+                            out_shardings=replicated))

@@ -20,7 +20,7 @@ import optax
 
 from transfer_jax.models import TransferModel
 from transfer_jax.objectives import losses
-from transfer_jax.objectives.methods import Method, StepContext
+from transfer_jax.objectives.methods import Method, StepContext, nearest_centroid, shot_features
 from transfer_jax.objectives.regularizers import Regularizer, RegularizerContext
 from transfer_jax.objectives.schedules import progress, ramp
 from transfer_jax.training.state import TrainState
@@ -31,7 +31,7 @@ STREAMS = ('source', 'target', 'target_labeled')  # Row order of the one concate
 def streams_used(config: ml_collections.ConfigDict, method: Method) -> tuple[str, ...]:
   """The batch streams the configured objective needs, in `STREAMS` order."""
   used = []
-  if config.objective.source_weight > 0 or method.uses_target:
+  if config.objective.source_weight > 0 or (method.uses_target and method.uses_source):
     used.append('source')
   if method.uses_target:
     used.append('target')
@@ -78,17 +78,29 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
           metrics[f'{prefix}/train/loss'] = task_loss
           metrics[f'{prefix}/train/accuracy'] = losses.accuracy(logits, labels)
       if method.uses_target:
-        # The method sees source rows then unlabelled target rows, nothing else.
-        aligned = slice(rows['source'].start, rows['target'].stop)
+        # The method sees source rows (unless source-free) then unlabelled target rows.
+        method_streams = ('source', 'target') if method.uses_source else ('target',)
+        aligned = slice(rows[method_streams[0]].start, rows['target'].stop)
         method_outputs = {key: value[aligned] for key, value in outputs.items()}
 
-        def discriminate(features):
-          return model.apply(variables, features, train=True, rngs={'dropout': dropout_rng},
-                             method=TransferModel.discriminate)
+        def head(fn):  # A TransferModel method on features, in training mode.
+          return lambda x: model.apply(variables, x, train=True, rngs={'dropout': dropout_rng},
+                                       method=fn)
 
-        ctx = StepContext(step=state.step, progress=p, rng=method_rng, config=config.method,
-                          discriminate=discriminate)
-        transfer_loss, method_metrics = method.loss(method_outputs, batch, ctx)
+        def forward(extra_inputs):  # An extra pass; its BatchNorm statistics are not kept.
+          out = model.apply(variables, extra_inputs, train=True, rngs={'dropout': dropout_rng},
+                            mutable=mutable or False)
+          return out[0] if mutable else out
+
+        ctx = StepContext(
+            step=state.step, progress=p, rng=method_rng, config=config.method,
+            trade_off=config.method.trade_off * ramp(config.method.trade_off_schedule, p),
+            discriminate=head(TransferModel.discriminate),
+            adversary=head(TransferModel.adversarial_logits),
+            classify=head(TransferModel.classify), fuse=head(TransferModel.fuse),
+            forward=forward, anchors=state.anchors)
+        transfer_loss, method_metrics = method.loss(
+            method_outputs, {name: batch[name] for name in method_streams}, ctx)
         total += transfer_loss
         metrics.update(method_metrics)
         metrics['train/transfer_loss'] = transfer_loss
@@ -145,6 +157,24 @@ def make_fisher_step(model: TransferModel) -> Callable:
     return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
 
   return fisher_step
+
+
+def make_centroid_step(model: TransferModel, num_classes: int) -> Callable:
+  """Per-class sums of SHOT's clustering features over the real rows of an unlabelled batch,
+  weighted by the softmax predictions (`centroids` None) or by the nearest of `centroids`."""
+
+  def centroid_step(state: TrainState, batch: dict[str, Any], centroids: Any) -> dict:
+    variables = {'params': state.params, **state.model_state}
+    outputs = model.apply(variables, batch['input'], train=False)
+    if centroids is None:
+      weights = jax.nn.softmax(outputs['logits'])
+    else:
+      weights = jax.nn.one_hot(nearest_centroid(outputs['features'], centroids), num_classes)
+    weights = weights * batch['mask'].astype(jnp.float32)[:, None]
+    return {'sums': weights.T @ shot_features(outputs['features']),
+            'counts': jnp.sum(weights, axis=0)}
+
+  return centroid_step
 
 
 def make_eval_step(model: TransferModel) -> Callable:

@@ -86,6 +86,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = program.init_state(init_rng)
     if program.regularizer.needs_fisher:
       state = estimate_fisher(program, state, domains['source'], config, mesh, process)
+  refresh_every = 0
+  if program.method.needs_centroids:  # Re-clustered every refresh_every steps, from step 0.
+    train_size = len(domains['target'].splits['train'])
+    refresh_every = config.method.shot_refresh_every or -(-train_size // config.batch_size)
   train_step, eval_step = program.train_step, program.eval_step
 
   def evaluate(state: TrainState) -> dict[str, float]:
@@ -115,6 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_step = step
   pending: list[dict[str, jax.Array]] = []
   while step < config.total_steps:
+    if refresh_every and step % refresh_every == 0:
+      state = cluster_target(program, state, domains['target'], config, mesh, process)
     local_batch = {name: next(iterator) for name, iterator in iterators.items()}
     state, metrics = train_step(state, parallel.to_global(local_batch, mesh), train_rng)
     step += 1
@@ -187,7 +193,8 @@ def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain
   method = get_method(config.method.name)
   # The classifier serves the source label set, unless only target labels train it (fine-tuning
   # to a new label set, e.g. CIFAR-10 -> CIFAR-100); then the source may differ or be unused.
-  source_labels = (config.objective.source_weight > 0 or method.uses_target
+  source_labels = (config.objective.source_weight > 0
+                   or (method.uses_target and method.uses_source)
                    or config.regularizer.name == 'fisher_sp')
   source_used = source_labels or any(s.startswith('source/') for s in config.eval_splits)
   domains = {'target': data_lib.load_domain(config.data.target, config.data, 'target')}
@@ -246,7 +253,7 @@ def estimate_fisher(program, state, source: data_lib.Domain, config: ml_collecti
   fisher = jax.tree.map(lambda f: f / jnp.maximum(mean, 1e-12), fisher)
   logging.info('estimated the diagonal Fisher on %d source examples (mean before scaling %.3g)',
                count, float(mean))
-  return program.set_fisher(state, fisher)
+  return program.set_anchor(state, 'fisher', fisher)
 
 
 def adapt_batch_stats(program, state, target: data_lib.Domain, config: ml_collections.ConfigDict,
@@ -261,6 +268,22 @@ def adapt_batch_stats(program, state, target: data_lib.Domain, config: ml_collec
   for _ in range(config.model.adabn_batches):
     adapted = program.adabn_step(adapted, parallel.to_global(next(iterator), mesh))
   return adapted
+
+
+def cluster_target(program, state, target: data_lib.Domain, config: ml_collections.ConfigDict,
+                   mesh: Mesh, process: dict[str, int]):
+  """SHOT's clustering of all target training data: centroids weighted by the predictions,
+  then one hard k-means step; classes left without examples get a zero row (never assigned)."""
+  centroids = None
+  for _ in range(2):
+    totals = None
+    for batch in data_lib.eval_batches(target.splits['train'], target.unlabeled_fn,
+                                       config.eval_batch_size, **process):
+      sums = program.centroid_step(state, parallel.to_global(batch, mesh), centroids)
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    centroids = totals['sums'] / jnp.maximum(totals['counts'], 1e-8)[:, None]
+    centroids = jnp.where(totals['counts'][:, None] > 0, centroids, 0.0)
+  return program.set_anchor(state, 'centroids', centroids)
 
 
 def _report_pretrained(program, workdir: str) -> None:

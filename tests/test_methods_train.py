@@ -1,0 +1,74 @@
+"""Every method trains end to end from a config (the tiny digits LeNet run), through the one
+loop; batch statistics of the alignment terms are global (1 device = 8 devices); SHOT runs
+source-free from a source model and keeps its classifier fixed."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from test_train import assert_same_training
+
+from conftest import tiny_digits
+from transfer_jax.objectives import METHODS
+from transfer_jax.training import train
+from transfer_jax.training.checkpoint import load_params
+
+# dann and source_only are covered by tests/test_train.py; shot needs a source model (below).
+TRAINED_HERE = [name for name in METHODS if name not in ('dann', 'source_only', 'shot')]
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def source_model(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('source_only'))
+  train.train_and_evaluate(tiny_digits('method=source_only'), workdir)
+  return workdir
+
+
+@pytest.mark.parametrize('name', TRAINED_HERE)
+def test_method_trains_from_its_config(name, tmp_path):
+  summary = train.train_and_evaluate(tiny_digits(f'method={name}'), str(tmp_path))
+  assert summary['steps'] == 6
+  first = _records(str(tmp_path))[0]
+  prefix = {'cdan_e': 'cdan', 'residual_fusion': 'fusion'}.get(name, name)
+  terms = [key for key in first if key.startswith(f'{prefix}/')]
+  assert terms, f'{name} logged no metrics of its own: {sorted(first)}'
+  assert all(np.isfinite(first[key]) for key in terms + ['train/transfer_loss'])
+  assert 0.0 <= summary['final']['target/test/accuracy'] <= 1.0
+
+
+def test_shot_adapts_source_free_with_a_fixed_classifier(source_model, tmp_path):
+  config = tiny_digits('method=shot', **{'init_from.path': source_model})
+  assert config.objective.source_weight == 0.0 and config.init_from.required
+  train.train_and_evaluate(config, str(tmp_path))
+  records = _records(str(tmp_path))
+  assert 'source/train/loss' not in records[0]   # No source batch was drawn.
+  assert np.isfinite(records[0]['shot/pseudo_loss'])
+  before, after = load_params(source_model), load_params(str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, before['classifier'], after['classifier'])
+  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before['backbone']),
+                                                      jax.tree.leaves(after['backbone']),
+                                                      strict=True)]
+  assert any(moved)
+
+
+def test_shot_without_a_source_model_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match='init_from'):
+    train.train_and_evaluate(tiny_digits('method=shot'), str(tmp_path))
+
+
+@pytest.mark.parametrize('name', ['jan', 'mcc'])
+def test_global_batch_statistics_agree_on_one_and_eight_devices(name, tmp_path, eight_devices):
+  """Kernels over the whole batch and class-confusion matrices are global-batch statistics."""
+  eight, one = str(tmp_path / 'eight'), str(tmp_path / 'one')
+  train.train_and_evaluate(tiny_digits(f'method={name}'), eight)
+  train.train_and_evaluate(tiny_digits(f'method={name}'), one,
+                           mesh=Mesh(np.asarray(eight_devices[:1]), ('data',)))
+  assert_same_training(one, eight, atol=1e-5)
