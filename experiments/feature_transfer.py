@@ -46,7 +46,7 @@ TABLES = {
             '73.4 / 86.8 / 89.9 / 86.3 / 90.4 / 76.2 |']),
     't3': dict(
         title='T3 Amazon reviews: 12 pairs, the DANN paper setting (5000-d, one hidden layer)',
-        config='amazon_reviews.py', steps=2000,
+        config='amazon_reviews.py', steps=1000,
         tasks={f'{s}→{t}': f'source={AMAZON[s]},target={AMAZON[t]}' for s, t in _pairs('BDEK')},
         methods=('source_only', 'dann', 'dan', 'coral'),
         supervised_extra=[],
@@ -59,7 +59,7 @@ TABLES = {
             '74.0 | 84.3 | 76.3 |']),
     't4': dict(
         title='T4 Office-Caltech10 SURF (800-d), 12 pairs, transductive (all target images)',
-        config='office_caltech_surf.py', steps=1000,
+        config='office_caltech_surf.py', steps=500,
         tasks={f'{s}→{t}': f'source={s},target={t}' for s, t in _pairs('ACDW')},
         methods=('source_only', 'dann', 'cdan', 'cdan_e', 'dan', 'jan', 'coral', 'mcc', 'mdd',
                  'afn', 'fixmatch', 'residual_fusion', 'shot'),

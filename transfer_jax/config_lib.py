@@ -63,6 +63,11 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.objective.target_weight = 0.0    # lambda on labelled target examples (joint objective).
   config.objective.target_weight_schedule = 'constant'  # 'constant', 'linear' or 'dann'.
 
+  # Extra labelled tasks, each a stream of its own drawn every step (`task_config`): with
+  # head '' another source domain for the main classifier (multi-source), else its own head on
+  # the shared features (multi-task). Evaluate them as eval_splits 'NAME/test'.
+  config.tasks = ml_collections.ConfigDict()
+
   # Distance regularizer towards the transferred parameters (objectives/regularizers.py).
   config.regularizer = ml_collections.ConfigDict()
   config.regularizer.name = 'none'    # 'none', 'l2', 'l2_sp', 'fisher_sp', 'delta', 'bss'.
@@ -158,6 +163,13 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
   ))
   model.update(overrides)
   return model
+
+
+def task_config(domain: ml_collections.ConfigDict, head: str = '',
+                weight: float = 1.0) -> ml_collections.ConfigDict:
+  """An entry of `config.tasks`: a labelled domain, the head that classifies it ('' = the main
+  classifier; a name = a head of its own), and the weight of its cross-entropy."""
+  return ml_collections.ConfigDict(dict(domain=domain, head=head, weight=weight))
 
 
 def domain_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:

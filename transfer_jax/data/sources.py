@@ -132,7 +132,7 @@ def make_splits(stored: Mapping[str, Any], domain: ml_collections.ConfigDict,
     splits['labeled'] = Subset(train_source, labeled)
   if domain.val_fraction:
     train, val = _hold_out(train, domain.val_fraction, rng)
-    splits['val' if role == 'source' else 'oracle_val'] = Subset(train_source, val)
+    splits['oracle_val' if role == 'target' else 'val'] = Subset(train_source, val)
   splits['train'] = Subset(train_source, train)
   return splits
 

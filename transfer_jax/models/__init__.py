@@ -3,6 +3,7 @@
 import ml_collections
 
 from transfer_jax.errors import UserError
+from transfer_jax.models.growable import GrowableConvNet, GrowableMLP
 from transfer_jax.models.lenet import DannLeNetFeatures
 from transfer_jax.models.mlp import MLP, MLPFeatures, ResidualMLP
 from transfer_jax.models.resnet import ResNetFeatures
@@ -23,13 +24,26 @@ BACKBONES = {
     'resnet18_cifar': lambda cfg: ResNetFeatures(depth=18, stem='cifar'),
     'resnet50_cifar': lambda cfg: ResNetFeatures(depth=50, stem='cifar'),
     'vgg16': lambda cfg: VGGFeatures(dropout=cfg.get('backbone_dropout', 0.5)),
+    # Nets that transfer/net2net.py can widen and deepen and transfer/adapters.py can extend:
+    # Dense or conv (-> BatchNorm) (-> residual adapter) -> ReLU (-> 2x2 max-pool) blocks; the
+    # conv net ends in a global average pool. Widths from `backbone_hidden`.
+    'growable_mlp': lambda cfg: GrowableMLP(widths=tuple(cfg.backbone_hidden),
+                                            batch_norm=cfg.get('backbone_batch_norm', False),
+                                            adapter_width=cfg.get('adapter_width', 0)),
+    'growable_conv': lambda cfg: GrowableConvNet(widths=tuple(cfg.backbone_hidden),
+                                                 kernel_size=cfg.get('conv_kernel', 3),
+                                                 pools=tuple(cfg.get('conv_pools', ())),
+                                                 batch_norm=cfg.get('backbone_batch_norm', False),
+                                                 adapter_width=cfg.get('adapter_width', 0)),
 }
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
-                heads: tuple[str, ...] = ()) -> TransferModel:
+                heads: tuple[str, ...] = (),
+                task_classes: dict[str, int] | None = None) -> TransferModel:
   """Builds the TransferModel that `model_config` describes, with the extra `heads` a method
-  needs: 'discriminator' (domain logit), 'adversary' (a second classifier), 'fusion'."""
+  needs ('discriminator' (domain logit), 'adversary' (a second classifier), 'fusion') and one
+  classifier per entry of `task_classes` (task head name -> number of classes)."""
   if model_config.get('batch_norm', 'train') not in ('train', 'frozen', 'adabn'):
     raise UserError(f"unknown config.model.batch_norm={model_config.batch_norm!r}; choose "
                     "'train', 'frozen' or 'adabn'")
@@ -51,8 +65,12 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
       classifier=MLP(hidden=tuple(model_config.classifier_hidden), out_dim=num_classes,
                      dropout=model_config.get('dropout', 0.0)),
       domain_discriminator=discriminator, adversary=adversary, fusion=fusion,
+      task_heads={name: MLP(hidden=tuple(model_config.classifier_hidden), out_dim=classes,
+                            dropout=model_config.get('dropout', 0.0))
+                  for name, classes in (task_classes or {}).items()} or None,
       freeze_backbone_statistics=model_config.get('batch_norm', 'train') == 'frozen')
 
 
-__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'MLPFeatures', 'ResNetFeatures',
-           'ResidualMLP', 'TransferModel', 'VGGFeatures', 'build_model']
+__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'GrowableConvNet', 'GrowableMLP',
+           'MLPFeatures', 'ResNetFeatures', 'ResidualMLP', 'TransferModel', 'VGGFeatures',
+           'build_model']

@@ -6,7 +6,7 @@ the domain discriminator of DANN/CDAN (`discriminate`), the adversarial classifi
 (`adversarial_logits`), the residual fusion module (`fuse`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +21,8 @@ class TransferModel(nn.Module):
   domain_discriminator: nn.Module | None = None
   adversary: nn.Module | None = None   # A second classifier (MDD), same output size.
   fusion: nn.Module | None = None      # features -> features (residual feature fusion).
+  # Extra classification heads on the shared features, one per task (multi-task learning).
+  task_heads: Mapping[str, nn.Module] | None = None
   # True: the backbone runs in inference mode while training (BatchNorm normalises with, and
   # keeps, its transferred running statistics; backbone dropout is off too).
   freeze_backbone_statistics: bool = False
@@ -38,6 +40,12 @@ class TransferModel(nn.Module):
 
   def classify(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     return self.classifier(features, train=train)
+
+  def task_logits(self, features: jnp.ndarray, head: str, *, train: bool = False) -> jnp.ndarray:
+    """Logits of the task head `head` ('': the main classifier)."""
+    if not head:
+      return self.classifier(features, train=train)
+    return self.task_heads[head](features, train=train)
 
   def adversarial_logits(self, features: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     if self.adversary is None:
@@ -61,4 +69,6 @@ class TransferModel(nn.Module):
       outputs['adversarial_logits'] = self.adversarial_logits(outputs['features'])
     if self.fusion is not None:
       outputs['fused'] = self.fuse(outputs['features'])
+    for name in self.task_heads or {}:
+      outputs[f'task_logits/{name}'] = self.task_logits(outputs['features'], name)
     return outputs

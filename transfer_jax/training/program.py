@@ -53,11 +53,12 @@ class Program:
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tuple[int, ...],
-                  num_classes: int) -> Program:
-  """Builds the model and optimizer from `config` and compiles-on-first-call the steps."""
+                  num_classes: int, task_classes: dict[str, int] | None = None) -> Program:
+  """Builds the model and optimizer from `config` and compiles-on-first-call the steps;
+  `task_classes`: the number of classes of each task head (config.tasks.*.head)."""
   method = get_method(config.method.name)
   regularizer = get_regularizer(config.regularizer.name)
-  model = build_model(config.model, num_classes, method.heads)
+  model = build_model(config.model, num_classes, method.heads, task_classes)
   example = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
   discriminator_input = None
   if method.discriminator_input is not None:
@@ -122,7 +123,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
           in_shardings=(state_sharding, batch_sharding, replicated),
           out_shardings=(state_sharding, replicated), donate_argnums=(0,)),
       eval_step=jax.jit(make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=replicated),
+                        out_shardings=replicated, static_argnums=(2,)),
       fisher_step=jax.jit(make_fisher_step(model), in_shardings=(state_sharding, batch_sharding),
                           out_shardings=replicated),
       set_anchor=jax.jit(set_anchor, static_argnums=(1,), out_shardings=state_sharding,

@@ -25,14 +25,27 @@ from transfer_jax.objectives.regularizers import Regularizer, RegularizerContext
 from transfer_jax.objectives.schedules import progress, ramp
 from transfer_jax.training.state import TrainState
 
-STREAMS = ('source', 'target', 'target_labeled')  # Row order of the one concatenated pass.
+STREAMS = ('source', 'target', 'target_labeled')  # The fixed streams (tasks add their own).
+
+
+def task_streams(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """One labelled stream per entry of `config.tasks` (multi-task, multi-source)."""
+  return tuple(f'task_{name}' for name in config.get('tasks', {}))
+
+
+def stream_order(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Row order of the one concatenated pass: source, the tasks' streams, then target rows, so
+  that a transfer term sees every labelled source-side row before the unlabelled target rows."""
+  return ('source', *task_streams(config), 'target', 'target_labeled')
 
 
 def streams_used(config: ml_collections.ConfigDict, method: Method) -> tuple[str, ...]:
-  """The batch streams the configured objective needs, in `STREAMS` order."""
+  """The batch streams the configured objective needs, in `stream_order`."""
   used = []
   if config.objective.source_weight > 0 or (method.uses_target and method.uses_source):
     used.append('source')
+  used += [stream for stream, task in zip(task_streams(config), config.get('tasks', {}).values(),
+                                          strict=True) if task.weight > 0]
   if method.uses_target:
     used.append('target')
   if config.objective.target_weight > 0:
@@ -46,12 +59,14 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
   """Builds the step for `config`; `transferred` marks the parameters loaded by init_from."""
   total_steps = config.total_steps
   objective = config.objective
+  order = stream_order(config)
+  tasks = {f'task_{name}': (name, task) for name, task in config.get('tasks', {}).items()}
 
   def train_step(state: TrainState, batch: dict[str, Any],
                  rng: jax.Array) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     rng = jax.random.fold_in(rng, state.step)
     dropout_rng, method_rng = jax.random.split(rng)
-    streams = [name for name in STREAMS if name in batch]
+    streams = [name for name in order if name in batch]
     sizes = [batch[name]['input'].shape[0] for name in streams]
     offsets = dict(zip(streams, [sum(sizes[:i]) for i in range(len(sizes))], strict=True))
     rows = {name: slice(offsets[name], offsets[name] + size)
@@ -77,11 +92,29 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
           total += weight * task_loss
           metrics[f'{prefix}/train/loss'] = task_loss
           metrics[f'{prefix}/train/accuracy'] = losses.accuracy(logits, labels)
+      for stream, (name, task) in tasks.items():  # Extra labelled tasks, their own heads.
+        if stream not in rows:
+          continue
+        logits = outputs['logits'][rows[stream]]
+        if task.head:
+          logits = model.apply(variables, outputs['features'][rows[stream]], task.head,
+                               train=True, rngs={'dropout': dropout_rng},
+                               method=TransferModel.task_logits)
+        task_loss = losses.cross_entropy(logits, batch[stream]['label'])
+        total += task.weight * task_loss
+        metrics[f'{name}/train/loss'] = task_loss
+        metrics[f'{name}/train/accuracy'] = losses.accuracy(logits, batch[stream]['label'])
       if method.uses_target:
         # The method sees source rows (unless source-free) then unlabelled target rows.
-        method_streams = ('source', 'target') if method.uses_source else ('target',)
-        aligned = slice(rows[method_streams[0]].start, rows['target'].stop)
+        # Task streams count as source rows (multi-source: several labelled source domains).
+        source_side = [name for name in streams if name == 'source' or name in tasks]
+        aligned = slice(rows[source_side[0]].start if method.uses_source else rows['target'].start,
+                        rows['target'].stop)
         method_outputs = {key: value[aligned] for key, value in outputs.items()}
+        method_batch = {'target': batch['target']}
+        if method.uses_source:
+          method_batch['source'] = {key: jnp.concatenate([batch[name][key] for name in source_side])
+                                    for key in ('input', 'label')}
 
         def head(fn):  # A TransferModel method on features, in training mode.
           return lambda x: model.apply(variables, x, train=True, rngs={'dropout': dropout_rng},
@@ -99,8 +132,7 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
             adversary=head(TransferModel.adversarial_logits),
             classify=head(TransferModel.classify), fuse=head(TransferModel.fuse),
             forward=forward, anchors=state.anchors)
-        transfer_loss, method_metrics = method.loss(
-            method_outputs, {name: batch[name] for name in method_streams}, ctx)
+        transfer_loss, method_metrics = method.loss(method_outputs, method_batch, ctx)
         total += transfer_loss
         metrics.update(method_metrics)
         metrics['train/transfer_loss'] = transfer_loss
@@ -178,11 +210,15 @@ def make_centroid_step(model: TransferModel, num_classes: int) -> Callable:
 
 
 def make_eval_step(model: TransferModel) -> Callable:
-  """Sums of loss, correct predictions and example count over the real (unpadded) rows."""
+  """Sums of loss, correct predictions and example count over the real (unpadded) rows, for the
+  main classifier or the task head `head`."""
 
-  def eval_step(state: TrainState, batch: dict[str, Any]) -> dict[str, jnp.ndarray]:
+  def eval_step(state: TrainState, batch: dict[str, Any], head: str = '') -> dict[str, jnp.ndarray]:
     variables = {'params': state.params, **state.model_state}
-    logits = model.apply(variables, batch['input'], train=False)['logits']
+    outputs = model.apply(variables, batch['input'], train=False)
+    logits = outputs['logits']
+    if head:
+      logits = model.apply(variables, outputs['features'], head, method=TransferModel.task_logits)
     mask = batch['mask'].astype(jnp.float32)
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
     correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)

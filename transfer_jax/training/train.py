@@ -52,8 +52,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.check_divisible(config.batch_size, mesh, 'config.batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'config.eval_batch_size')
   domains = load_domains(config)
+  tasks = config.get('tasks', {})
   program = build_program(config, mesh, domains['target'].input_shape,
-                          domains['labels'].num_classes)
+                          domains['labels'].num_classes,
+                          {t.head: domains[f'task_{n}'].num_classes for n, t in tasks.items()
+                           if t.head})
   # Made by a jitted function with replicated outputs: valid on meshes spanning several processes.
   replicated = parallel.replicated(mesh)
   init_rng, train_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
@@ -99,11 +102,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       target_state = adapt_batch_stats(program, state, domains['target'], config, mesh, process)
     for split_name in config.eval_splits:
       role, split = split_name.split('/')
+      domain = domains[role if role in ('source', 'target') else f'task_{role}']
+      head = tasks[role].head if role in tasks else ''
       totals = None
-      for batch in data_lib.eval_batches(domains[role].splits[split], domains[role].batch_fn,
+      for batch in data_lib.eval_batches(domain.splits[split], domain.batch_fn,
                                          config.eval_batch_size, **process):
         sums = eval_step(target_state if role == 'target' else state,
-                         parallel.to_global(batch, mesh))
+                         parallel.to_global(batch, mesh), head)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
       totals = jax.device_get(totals)
       results[f'{split_name}/accuracy'] = float(totals['correct'] / totals['count'])
@@ -201,14 +206,22 @@ def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain
   if source_used:
     domains['source'] = data_lib.load_domain(config.data.source, config.data, 'source')
     data_lib.check_compatible(domains['source'], domains['target'], same_label_set=source_labels)
+  for name, task in config.get('tasks', {}).items():
+    # A task with head '' shares the main classifier: another source domain (multi-source).
+    domain = data_lib.load_domain(task.domain, config.data, f'tasks.{name}.domain')
+    data_lib.check_compatible(domain, domains['target'], same_label_set=not task.head)
+    domains[f'task_{name}'] = domain
   for split_name in config.eval_splits:
     role, _, split = split_name.partition('/')
+    if role in config.get('tasks', {}):
+      role = 'task_' + role
     if split == 'train':
       raise UserError(f"config.eval_splits names {split_name!r}: training metrics already use "
                       "that name; evaluate 'test', 'val', 'oracle_val' or 'labeled' splits")
     if role not in domains or split not in domains[role].splits:
       raise UserError(f'config.eval_splits names {split_name!r}, but the {role} domain has splits '
-                      f'{sorted(domains[role].splits) if role in domains else "(none)"}')
+                      f'{sorted(domains[role].splits) if role in domains else "(none)"} (roles: '
+                      'source, target and the names of config.tasks)')
   domains['labels'] = domains['source' if source_labels else 'target']
   return domains
 
@@ -221,6 +234,10 @@ def make_iterators(streams: tuple[str, ...], domains: dict[str, data_lib.Domain]
       'target': ('target', 'train', False),
       'target_labeled': ('target', 'labeled', True),
   }
+  task_names = [name for name in domains if name.startswith('task_')]
+  specs.update({name: (name, 'train', True) for name in task_names})
+  seeds = {name: i for i, name in enumerate(STREAMS)}   # Fisher and AdaBN take the next two.
+  seeds.update({name: len(STREAMS) + 2 + i for i, name in enumerate(task_names)})
   iterators = {}
   for stream in streams:
     role, split, labelled = specs[stream]
@@ -230,7 +247,7 @@ def make_iterators(streams: tuple[str, ...], domains: dict[str, data_lib.Domain]
                       'config.data.target.labeled_per_class (k per class, or -1 for all)')
     iterators[stream] = data_lib.train_iterator(
         domains[role].splits[split], batch_fn, config.batch_size, config.seed,
-        stream=STREAMS.index(stream), **process)
+        stream=seeds[stream], **process)
   return iterators
 
 

@@ -15,6 +15,17 @@ def param_names(params: Any) -> list[str]:
           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
+def flatten_variables(variables: Any) -> dict[str, np.ndarray]:
+  """{'collection/module/.../leaf': array} of a Flax variables dict ({'params', 'batch_stats'})."""
+  return {f'{collection}/{name}': np.asarray(leaf) for collection, tree in variables.items()
+          for name, leaf in zip(param_names(tree), jax.tree.leaves(tree), strict=True)}
+
+
+def save_flat(path: str, variables: Any) -> None:
+  """Writes `variables` as an .npz that `config.init_from.path` loads."""
+  np.savez(path, **flatten_variables(variables))
+
+
 def count_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 

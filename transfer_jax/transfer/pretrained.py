@@ -46,8 +46,15 @@ class Pretrained:
 
 
 def read_checkpoint(cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  """Flat {path: array} of a run's checkpoint (params and model state) or a torch state dict."""
+  """Flat {path: array} of a run's checkpoint (params and model state), a torch state dict, or
+  an .npz of flat 'collection/module/.../leaf' paths (e.g. parameters a structural operation
+  produced: `transfer.params.save_flat`)."""
   path = os.path.expanduser(cfg.path)
+  if path.endswith('.npz'):
+    if not os.path.isfile(path):
+      raise UserError(f'init_from.path={cfg.path!r}: no such .npz file')
+    with np.load(path) as stored:
+      return {name: stored[name] for name in stored.files}
   if path.endswith(('.pth', '.pt', '.safetensors')):
     from transfer_jax.transfer import torch_import
     return torch_import.read_flat(path, cfg.torch_arch)
