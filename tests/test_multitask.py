@@ -62,3 +62,25 @@ def test_multi_source_adaptation_feeds_every_source_to_the_alignment_term(tmp_pa
   with pytest.raises(ValueError, match='distinct source letters'):
     config_lib.load_config(os.path.join(ROOT, 'configs', 'office_caltech_surf.py:source=AW,'
                                         'target=W'))
+
+
+def test_net2net_grown_model_loads_through_init_from_and_computes_the_small_function(tmp_path):
+  """T6's path: pretrain the small growable net, grow it (noise 0), save .npz, and start the
+  large run from it: every leaf loads and the grown net's first eval equals the small net's."""
+  if not os.path.isdir(SHARED_DATA):
+    pytest.skip(f'needs the real data in {SHARED_DATA}')
+  from experiments.t6_net2net import grow
+  common = ['compilation_cache_dir=', f'data.data_dir={TFDS_DIR}', f'data.manual_dir={SHARED_DATA}']
+  spec = os.path.join(ROOT, 'configs', 'net2net_digits.py:tiny,stage=')
+  small_dir, grown_dir = str(tmp_path / 'small'), str(tmp_path / 'grown')
+  small = train.train_and_evaluate(config_lib.load_config(spec + 'pretrain', common), small_dir)
+  npz = str(tmp_path / 'grown.npz')
+  assert grow(small_dir, npz, seed=0, noise=0.0) < 1e-5
+  config = config_lib.load_config(spec + 'grown', common + [
+      f'init_from.path={npz}', 'optimizer.learning_rate=0.0', 'eval_splits=("target/test",)'])
+  grown = train.train_and_evaluate(config, grown_dir)
+  with open(os.path.join(grown_dir, 'init_from.txt')) as f:
+    table = f.read()
+  assert ' new ' not in table and 'loaded' in table
+  np.testing.assert_allclose(grown['final']['target/test/loss'],
+                             small['final']['target/test/loss'], rtol=1e-4)
