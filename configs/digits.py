@@ -6,7 +6,8 @@ each domain is held out as its test split (split seed 0). Needs no downloaded fi
 
 Command (one run):
   python -m transfer_jax.main --config=configs/digits.py:method=dann --workdir=runs/digits_dann
-Arguments: method=source_only|dann, reverse (optdigits -> MNIST-5000), tiny (a few steps).
+Arguments: method (source_only, dann, or any name of objectives.METHODS), reverse (optdigits ->
+MNIST-5000), tiny (a few steps).
 
 Measured at b35c316, with the textbook conv block (conv_impl='xla'); the default 'fused'
 block computes the same function to 1e-5 per step, so long runs may end a little differently.

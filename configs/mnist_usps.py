@@ -9,7 +9,8 @@ USPS images are resized to 28x28 (as TLlib does). Raw files come from the manual
 
   python -m transfer_jax.main --config=configs/mnist_usps.py:method=dann,protocol=full \\
       --workdir=runs/m2u_dann --config.data.manual_dir=../shared/datasets
-Arguments: method=source_only|dann, protocol=full|adda|jda, reverse (USPS -> MNIST), tiny.
+Arguments: method (any name of objectives.METHODS), protocol=full|adda|jda, reverse (USPS -> MNIST),
+tiny. T1 (3 seeds, all methods): experiments/t1_mnist_usps.md.
 
 Measured before commit cb45686, with the textbook conv block (conv_impl='xla'); the default 'fused'
 block computes the same function to 1e-5 per step, so long runs may end a little differently.
