@@ -7,7 +7,8 @@ kitchen 5945). One hidden layer of 100 units, as in the paper.
   python -m transfer_jax.main --config=configs/amazon_reviews.py:source=books,target=dvd \\
       --workdir=runs/amazon_b2d --config.data.manual_dir=../shared/datasets
 Arguments: source, target in books|dvd|electronics|kitchen; method (a name of
-objectives.METHODS: source_only, dann, cdan, dan, coral, mcc, mdd, ...); tiny. The 12-pair table: experiments/t3_amazon_reviews.md.
+objectives.METHODS: source_only, dann, cdan, dan, coral, mcc, mdd, ...); tiny.
+The 12-pair table: experiments/t3_amazon_reviews.md.
 
 Expected (seed 0, 1000 steps, books -> dvd, target / source test accuracy at the last step):
   source_only 80.1 / 82.6 (10 s)   dann 79.7 / 82.3 (11 s)
