@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from transfer_jax.errors import UserError
+
 
 def entropy(probs_BxC: jnp.ndarray) -> jnp.ndarray:
   """Shannon entropy (nats) of each row of a probability matrix, shape (B,)."""
@@ -52,8 +54,9 @@ def mmd_from_kernel(k_NxN: jnp.ndarray, num_source: int, linear: bool = False) -
     k_st = k_NxN[:num_source, num_source:]
     return jnp.mean(k_ss) + jnp.mean(k_tt) - 2.0 * jnp.mean(k_st)
   if num_source != num_target or num_source % 2:
-    raise ValueError(f'the linear-time MMD needs equal, even source and target batch sizes; '
-                     f'got {num_source} and {num_target}')
+    raise UserError(f'the linear-time MMD needs equal, even source and target batch sizes; got '
+                    f'{num_source} and {num_target} (several source domains?); set '
+                    'config.method.mmd_linear=False')
   s0 = jnp.arange(0, num_source, 2)
   s1, t0, t1 = s0 + 1, s0 + num_source, s0 + num_source + 1
   return jnp.mean(k_NxN[s0, s1] + k_NxN[t0, t1] - k_NxN[s0, t1] - k_NxN[s1, t0])
