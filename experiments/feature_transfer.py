@@ -3,6 +3,7 @@
   python -m experiments.feature_transfer --table t1 [--seeds 0,1,2] [--steps N]
   python -m experiments.feature_transfer --table t3
   python -m experiments.feature_transfer --table t4
+  python -m experiments.feature_transfer --table t4_multi    # three SURF domains -> the fourth
 
 Runs every method of the table on every task and seed (in-process; finished runs are read back,
 not rerun), plus a target-supervised row (target labels, no source: an upper reference), and
@@ -70,6 +71,15 @@ TABLES = {
             '| no adaptation, linear SVM (Sun et al. 2016, Table 3) | 41.1 |',
             '| CORAL, linear SVM (Sun et al. 2016, Table 3) | 48.8 |',
             '| JDA, 1-NN (Long et al. 2013) | 46.3 |']),
+    't4_multi': dict(
+        title='Office-Caltech10 SURF, multi-source: three domains into the fourth',
+        config='office_caltech_surf.py', steps=500,
+        tasks={f'{"".join(s for s in "ACDW" if s != t)}→{t}':
+               f'source={"".join(s for s in "ACDW" if s != t)},target={t}' for t in 'ACDW'},
+        methods=('source_only', 'dann', 'dan', 'coral', 'mcc'),
+        supervised_extra=None,   # No target-supervised row: the sources would still train.
+        anchors=['Single-source rows of the same methods: experiments/t4_office_caltech_surf.md '
+                 '(each target there has three single-source tasks).']),
 }
 
 
@@ -92,7 +102,7 @@ def main() -> None:
   run = runner(args.manual_dir)
   cadence = [f'total_steps={steps}', f'eval_every_steps={steps}',
              f'checkpoint_every_steps={steps}', f'log_every_steps={max(steps // 10, 1)}']
-  rows = methods + ['target_supervised']
+  rows = methods + (['target_supervised'] if table['supervised_extra'] is not None else [])
   results = {}
   for task, task_arg in table['tasks'].items():
     for seed in seeds:
@@ -112,8 +122,9 @@ def main() -> None:
   tasks = list(table['tasks'])
   lines = [f'# {table["title"]}', '',
            f'Target test accuracy (%) at the last step ({steps} steps), mean ± std over seeds '
-           f'{args.seeds}. Selection rule: none (the last step). target_supervised trains on '
-           'target labels only (no source), an upper reference.', '',
+           f'{args.seeds}. Selection rule: none (the last step).'
+           + (' target_supervised trains on target labels only (no source), an upper reference.'
+              if 'target_supervised' in rows else ''), '',
            '| method | ' + ' | '.join(tasks) + ' | avg |', '|---|' + '---|' * (len(tasks) + 1)]
   for method in rows:
     per_task = {task: [100 * results[method, task, s]['final']['target/test/accuracy']
@@ -128,8 +139,9 @@ def main() -> None:
             f'{args.table} --seeds {args.seeds}' + (f' --steps {steps}' if args.steps else '')
             + (f' --methods {args.methods}' if args.methods else '') + '`. Configs: '
             f'configs/{table["config"]}; method settings: transfer_jax/config_lib.py.']
-  output = args.output or os.path.join(ROOT, 'experiments', f'{args.table}_'
-                                       f'{table["config"].removesuffix(".py")}.md')
+  output = args.output or os.path.join(
+      ROOT, 'experiments', f'{args.table.split("_")[0]}_{table["config"].removesuffix(".py")}'
+      + ('_multi_source' if args.table.endswith('_multi') else '') + '.md')
   with open(output, 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))
