@@ -13,6 +13,7 @@ The raw layout under `manual_dir` is the one `check_manual_files` names for each
 """
 
 import dataclasses
+import fcntl
 import os
 
 import numpy as np
@@ -132,12 +133,21 @@ def is_prepared(builder: ArrayRecordBuilder) -> bool:
 
 
 def prepare(builder: ArrayRecordBuilder, manual_dir: str | None = None) -> None:
-  """Writes the builder's array_record files, unless they already exist."""
+  """Writes the builder's array_record files, unless they already exist. Processes that prepare
+  the same dataset at once (a parallel sweep) take turns on a lock file; the later ones read
+  what the first one wrote."""
   if is_prepared(builder):
     return
-  config = tfds.download.DownloadConfig(
-      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
-  builder.download_and_prepare(download_config=config)
+  folder = os.path.dirname(builder.data_dir)
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, '.prepare.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if is_prepared(builder):
+      builder.info.read_from_directory(builder.data_dir)
+      return
+    config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=config)
 
 
 def read_split(builder: ArrayRecordBuilder, split: str) -> dict[str, np.ndarray]:
