@@ -1,0 +1,288 @@
+"""Sweeps: `python -m transfer_jax.sweep experiments/NAME.py [--workdir=DIR] [--parallel=N]
+[--executor=inline|process|submitit_local|slurm] [--dry_run]`.
+
+A sweep file is a Python file that defines
+
+  CONFIG = 'configs/office_caltech_surf.py'   # the config file its runs start from
+  def runs():                                  # yields one dict per run
+    for seed in (0, 1, 2):
+      for trade_off in (0.1, 1.0):
+        yield {'arg': 'source=A,target=W,method=dann',
+               'overrides': {'seed': seed, 'method.trade_off': trade_off}}
+
+and may use `grid(...)` and `random_search(...)` from this module to build the dicts. Every run
+gets a workdir named after its arg and overrides (readable, plus a hash of both), under
+`--workdir` (default runs/NAME). Runs are resumable and never executed twice: a run whose
+summary.json reports its last step is skipped; an interrupted run resumes from its checkpoint;
+a run being trained (a lock file `.sweep_lock` names its host and process) is left alone, and a
+lock whose process died on this host is taken over.
+
+Executors: `inline` (default: one after another in this process, compiled steps shared through
+the persistent cache), `process` (`--parallel` N subprocesses of `transfer_jax.main`),
+`submitit_local` and `slurm` (one submitit job per run; `SLURM = {...}` in the sweep file sets
+the executor's parameters, e.g. {'slurm_partition': 'gpu', 'gpus_per_node': 1, 'timeout_min':
+120}).
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK_FILE = '.sweep_lock'
+
+
+def grid(**axes: Any) -> Iterator[dict[str, Any]]:
+  """Every combination of the values of `axes` (name -> list), as {name: value} dicts."""
+  names = list(axes)
+  for values in itertools.product(*(axes[name] for name in names)):
+    yield dict(zip(names, values, strict=True))
+
+
+def random_search(num: int, seed: int = 0, **distributions: Any) -> Iterator[dict[str, Any]]:
+  """`num` draws; a distribution is a list (uniform choice) or ('log', low, high) / ('uniform',
+  low, high). The same seed gives the same draws, so a rerun finds the same workdirs."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  for _ in range(num):
+    draw = {}
+    for name, dist in distributions.items():
+      if isinstance(dist, tuple) and dist and dist[0] in ('log', 'uniform'):
+        kind, low, high = dist
+        value = (float(np.exp(rng.uniform(np.log(low), np.log(high)))) if kind == 'log'
+                 else float(rng.uniform(low, high)))
+        draw[name] = float(f'{value:.4g}')
+      else:
+        draw[name] = dist[int(rng.integers(len(dist)))]
+    yield draw
+
+
+def load_sweep(path: str) -> tuple[Any, list[dict[str, Any]]]:
+  """The sweep module and its runs, each {'arg', 'overrides', 'config', 'name', 'workdir'}."""
+  from transfer_jax.errors import UserError
+  if not os.path.isfile(path):
+    raise UserError(f'no sweep file {path!r}; give experiments/NAME.py')
+  spec = importlib.util.spec_from_file_location('sweep_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'runs'):
+    raise UserError(f'{path} defines no runs(); a sweep file yields one dict per run')
+  runs = []
+  for run in module.runs():
+    unknown = set(run) - {'arg', 'overrides', 'config'}
+    if unknown:
+      raise UserError(f'{path}: a run has unknown keys {sorted(unknown)}; use arg, overrides, '
+                      'config')
+    config = run.get('config', getattr(module, 'CONFIG', None))
+    if not config:
+      raise UserError(f'{path}: set CONFIG = "configs/NAME.py" or give each run a config')
+    overrides = dict(run.get('overrides', {}))
+    runs.append({'config': config, 'arg': run.get('arg', ''), 'overrides': overrides,
+                 'name': run_name(config, run.get('arg', ''), overrides)})
+  names = [r['name'] for r in runs]
+  if len(set(names)) != len(names):
+    duplicate = next(n for n in names if names.count(n) > 1)
+    raise UserError(f'{path} yields the run {duplicate} twice; every run must differ')
+  return module, runs
+
+
+def run_name(config: str, arg: str, overrides: dict[str, Any]) -> str:
+  """A readable, deterministic workdir name: the arg and overrides, then a hash of all three."""
+  canonical = json.dumps([config, arg, sorted(overrides.items())], default=str)
+  digest = hashlib.sha1(canonical.encode()).hexdigest()[:8]
+  readable = '_'.join([arg.replace(',', '_')] + [f'{k}={v}' for k, v in sorted(overrides.items())])
+  readable = re.sub(r'[^A-Za-z0-9_.=+-]+', '', readable)[:80].strip('_') or 'run'
+  return f'{readable}-{digest}'
+
+
+def _spec(run: dict[str, Any]) -> str:
+  path = run['config'] if os.path.isabs(run['config']) else os.path.join(ROOT, run['config'])
+  return f'{path}:{run["arg"]}' if run['arg'] else path
+
+
+def _override_strings(run: dict[str, Any]) -> list[str]:
+  return [f'{key}={value}' for key, value in run['overrides'].items()]
+
+
+def status(run: dict[str, Any], workdir: str) -> str:
+  """'done' (summary at the last step), 'running' (a live lock), or 'todo'."""
+  from transfer_jax import config_lib
+  from transfer_jax.training import workdir as workdir_lib
+  summary = workdir_lib.read_summary(workdir)
+  if summary is not None:
+    total = config_lib.load_config(_spec(run), _override_strings(run)).total_steps
+    if summary.get('steps') == total:
+      return 'done'
+  holder = _lock_holder(workdir)
+  return 'running' if holder is not None and _alive(holder) else 'todo'
+
+
+def _lock_holder(workdir: str) -> dict[str, Any] | None:
+  try:
+    with open(os.path.join(workdir, LOCK_FILE)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+  """A lock of another host counts as alive (its process cannot be checked from here)."""
+  if holder.get('host') != socket.gethostname():
+    return True
+  try:
+    os.kill(int(holder['pid']), 0)
+  except (ProcessLookupError, ValueError, KeyError):
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def acquire(workdir: str) -> bool:
+  """Takes the run's lock (O_EXCL); False if a live process holds it. A dead holder's lock on
+  this host is removed first."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      holder = _lock_holder(workdir)
+      if holder is None or _alive(holder):
+        return False
+      os.remove(path)   # Its process died (e.g. killed): the run resumes here.
+      continue
+    with os.fdopen(fd, 'w') as f:
+      json.dump({'host': socket.gethostname(), 'pid': os.getpid()}, f)
+    return True
+  return False
+
+
+def release(workdir: str) -> None:
+  holder = _lock_holder(workdir)
+  if holder and holder.get('pid') == os.getpid() and holder.get('host') == socket.gethostname():
+    os.remove(os.path.join(workdir, LOCK_FILE))
+
+
+def train_run(spec: str, overrides: list[str], workdir: str) -> str:
+  """Trains one run in this process under its lock: 'trained', 'skipped' (locked elsewhere)."""
+  from transfer_jax import config_lib
+  from transfer_jax.training import runtime, train
+  if not acquire(workdir):
+    return 'skipped'
+  try:
+    config = config_lib.load_config(spec, overrides)
+    runtime.setup(config)
+    train.train_and_evaluate(config, workdir)
+  finally:
+    release(workdir)
+  return 'trained'
+
+
+def _subprocess_run(spec: str, overrides: list[str], workdir: str) -> str:
+  """`train_run` in a fresh Python process (the `process` executor)."""
+  code = ('import sys; from transfer_jax.sweep import train_run; '
+          'print(train_run(sys.argv[1], sys.argv[3:], sys.argv[2]))')
+  result = subprocess.run([sys.executable, '-c', code, spec, workdir, *overrides], cwd=ROOT,
+                          capture_output=True, text=True)
+  if result.returncode != 0:
+    tail = (result.stderr.strip().splitlines() or ['(no output)'])[-1]
+    raise RuntimeError(f'{workdir}: exit {result.returncode}: {tail}')
+  return result.stdout.strip().splitlines()[-1]
+
+
+def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int = 1,
+              dry_run: bool = False) -> dict[str, list[str]]:
+  """Runs every run of the sweep that is not done; returns {outcome: [run names]}."""
+  from transfer_jax.errors import UserError
+  module, runs = load_sweep(path)
+  outcomes: dict[str, list[str]] = {'done': [], 'running': [], 'trained': [], 'skipped': [],
+                                    'failed': [], 'todo': []}
+  todo = []
+  for run in runs:
+    run_dir = os.path.join(workdir, run['name'])
+    state = status(run, run_dir)
+    if state != 'todo':
+      outcomes[state].append(run['name'])
+    else:
+      todo.append((run, run_dir))
+  print(f'sweep {path}: {len(runs)} runs, {len(outcomes["done"])} done, '
+        f'{len(outcomes["running"])} running elsewhere, {len(todo)} to run ({executor})')
+  if dry_run:
+    outcomes['todo'] = [run['name'] for run, _ in todo]
+    return outcomes
+  jobs = [(run['name'], _spec(run), _override_strings(run), run_dir) for run, run_dir in todo]
+  if executor == 'inline':
+    for name, spec, overrides, run_dir in jobs:
+      print(f'== {name}', flush=True)
+      try:
+        outcomes[train_run(spec, overrides, run_dir)].append(name)
+      except Exception as e:  # noqa: BLE001 (one failed run must not stop the sweep)
+        print(f'run {name} failed: {type(e).__name__}: {e}', file=sys.stderr)
+        outcomes['failed'].append(name)
+  elif executor == 'process':
+    with concurrent.futures.ThreadPoolExecutor(max(parallel, 1)) as pool:
+      futures = {pool.submit(_subprocess_run, spec, overrides, run_dir): name
+                 for name, spec, overrides, run_dir in jobs}
+      for future in concurrent.futures.as_completed(futures):
+        _collect(future, futures[future], outcomes)
+  elif executor in ('submitit_local', 'slurm'):
+    import submitit
+    folder = os.path.join(workdir, '.submitit')
+    submit = (submitit.LocalExecutor(folder=folder) if executor == 'submitit_local'
+              else submitit.AutoExecutor(folder=folder, cluster='slurm'))
+    submit.update_parameters(**({'timeout_min': 60} | getattr(module, 'SLURM', {}))
+                             if executor == 'slurm' else {'timeout_min': 60})
+    futures = {submit.submit(train_run, spec, overrides, run_dir): name
+               for name, spec, overrides, run_dir in jobs}
+    for job, name in futures.items():
+      _collect(job, name, outcomes)
+  else:
+    raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
+                    'or slurm')
+  print('sweep finished: ' + ', '.join(f'{len(v)} {k}' for k, v in outcomes.items() if v))
+  return outcomes
+
+
+def _collect(job: Any, name: str, outcomes: dict[str, list[str]]) -> None:
+  try:
+    outcomes[job.result()].append(name)
+  except Exception as e:  # noqa: BLE001
+    print(f'run {name} failed: {type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ""}',
+          file=sys.stderr)
+    outcomes['failed'].append(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+  from transfer_jax.errors import UserError
+  parser = argparse.ArgumentParser(prog='python -m transfer_jax.sweep',
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument('sweep_file')
+  parser.add_argument('--workdir', default='', help='default: runs/NAME')
+  parser.add_argument('--executor', default='inline')
+  parser.add_argument('--parallel', type=int, default=1, help='processes (--executor=process)')
+  parser.add_argument('--dry_run', action='store_true', help='list what would run')
+  args = parser.parse_args(argv)
+  name = os.path.splitext(os.path.basename(args.sweep_file))[0]
+  workdir = args.workdir or os.path.join('runs', name)
+  try:
+    outcomes = run_sweep(args.sweep_file, workdir, args.executor, args.parallel, args.dry_run)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 1 if outcomes['failed'] else 0
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  sys.exit(main())
