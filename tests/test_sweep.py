@@ -99,3 +99,37 @@ def test_two_processes_preparing_one_dataset_take_turns(tmp_path):
   outputs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outputs]
   assert [out.strip().splitlines()[-1] for out, _ in outputs] == ['1797', '1797']
+
+
+REPORT_SWEEP = textwrap.dedent(f"""
+    CONFIG = {os.path.join(ROOT, 'configs', 'digits.py')!r}
+    TABLE = {{'rows': 'method', 'columns': 'task', 'seed': 'seed', 'title': 'tiny'}}
+
+    def runs():
+      for method in ('source_only', 'dann'):
+        for seed in (0, 1):
+          yield {{'arg': f'tiny,method={{method}}', 'labels': {{'task': 'M→O'}},
+                 'overrides': {{'seed': seed, 'compilation_cache_dir': '',
+                               'data.data_dir': {TFDS_DIR!r}, 'total_steps': 3}}}}
+""")
+
+
+def test_report_gathers_the_runs_into_markdown_and_latex_tables(tmp_path):
+  import numpy as np
+
+  from transfer_jax import report
+  from transfer_jax.training import workdir as workdir_lib
+  path = tmp_path / 'report_sweep.py'
+  path.write_text(REPORT_SWEEP)
+  workdir, output = str(tmp_path / 'runs'), str(tmp_path / 'table')
+  assert report.main([str(path), f'--workdir={workdir}', f'--output={output}']) == 2  # No runs.
+  sweep.run_sweep(str(path), workdir)
+  assert report.main([str(path), f'--workdir={workdir}', f'--output={output}']) == 0
+  with open(output + '.md') as md, open(output + '.tex') as tex:
+    markdown, latex = md.read(), tex.read()
+  _, runs = sweep.load_sweep(str(path))
+  dann = [100 * workdir_lib.read_summary(os.path.join(workdir, r['name']))['final'][
+      'target/test/accuracy'] for r in runs if 'dann' in r['arg']]
+  assert f'| dann | {np.mean(dann):.1f} ± {np.std(dann):.1f} |' in markdown
+  assert '| source_only |' in markdown and 'Runs made at commit' in markdown
+  assert '\\toprule' in latex and 'source\\_only' in latex and '\\pm' in latex

@@ -10,7 +10,8 @@ A sweep file is a Python file that defines
         yield {'arg': 'source=A,target=W,method=dann',
                'overrides': {'seed': seed, 'method.trade_off': trade_off}}
 
-and may use `grid(...)` and `random_search(...)` from this module to build the dicts. Every run
+and may use `grid(...)` and `random_search(...)` from this module to build the dicts (a run may
+also carry `labels`, e.g. {'task': 'A→W'}: names for `transfer_jax.report`). Every run
 gets a workdir named after its arg and overrides (readable, plus a hash of both), under
 `--workdir` (default runs/NAME). Runs are resumable and never executed twice: a run whose
 summary.json reports its last step is skipped; an interrupted run resumes from its checkpoint;
@@ -79,15 +80,16 @@ def load_sweep(path: str) -> tuple[Any, list[dict[str, Any]]]:
     raise UserError(f'{path} defines no runs(); a sweep file yields one dict per run')
   runs = []
   for run in module.runs():
-    unknown = set(run) - {'arg', 'overrides', 'config'}
+    unknown = set(run) - {'arg', 'overrides', 'config', 'labels'}
     if unknown:
       raise UserError(f'{path}: a run has unknown keys {sorted(unknown)}; use arg, overrides, '
-                      'config')
+                      'config, labels')
     config = run.get('config', getattr(module, 'CONFIG', None))
     if not config:
       raise UserError(f'{path}: set CONFIG = "configs/NAME.py" or give each run a config')
     overrides = dict(run.get('overrides', {}))
     runs.append({'config': config, 'arg': run.get('arg', ''), 'overrides': overrides,
+                 'labels': dict(run.get('labels', {})),   # For reports; not part of the name.
                  'name': run_name(config, run.get('arg', ''), overrides)})
   names = [r['name'] for r in runs]
   if len(set(names)) != len(names):

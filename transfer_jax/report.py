@@ -1,0 +1,156 @@
+"""Tables from a sweep's runs: `python -m transfer_jax.report experiments/NAME.py [--workdir=DIR]
+[--metric=KEY] [--output=experiments/NAME]`.
+
+Reads only the runs' workdir files (summary.json), never a model. A sweep file may set
+
+  TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
+           'metric': 'target/test/accuracy', 'scale': 100, 'title': '...'}
+
+where rows / columns / seed name a label of each run: the `labels` dict a run may yield, else
+its arg's `key=value` items and its overrides (e.g. 'method' from `arg='method=dann'`, 'seed'
+from `overrides={'seed': 0}`). Writes NAME.md (Markdown) and NAME.tex (LaTeX, booktabs): mean ±
+std over seeds, a column per task plus their average (the average of each seed's tasks, then mean
+± std), a row per method, and a footer naming the commit(s) the runs were made at and the
+command. Runs not finished yet are listed, not averaged.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+
+from transfer_jax import sweep as sweep_lib
+from transfer_jax.training import workdir as workdir_lib
+
+DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
+                 'metric': 'target/test/accuracy', 'scale': 100.0, 'title': ''}
+
+
+def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
+  """The labels a table groups a run by (see the module docstring)."""
+  labels = {}
+  for item in filter(None, run['arg'].split(',')):
+    key, _, value = item.partition('=')
+    labels[key] = value if value else True
+  labels.update(run['overrides'])
+  labels.update(run.get('labels', {}))
+  return labels
+
+
+def collect(path: str, workdir: str, table: dict[str, Any]) -> tuple[dict, list[str], set[str]]:
+  """{(row, column): {seed: value}}, the unfinished runs, and the commits of the finished ones."""
+  module, runs = sweep_lib.load_sweep(path)
+  cells: dict[tuple[str, str], dict[Any, float]] = {}
+  missing, commits = [], set()
+  for run in runs:
+    labels = run_labels(module, run)
+    for key in ('rows', 'columns', 'seed'):
+      if table[key] and table[key] not in labels:
+        from transfer_jax.errors import UserError
+        raise UserError(f'run {run["name"]} has no label {table[key]!r} (TABLE[{key!r}]); its '
+                        f'labels are {sorted(labels)}')
+    summary = workdir_lib.read_summary(os.path.join(workdir, run['name']))
+    if summary is None or table['metric'] not in summary.get('final', {}):
+      missing.append(run['name'])
+      continue
+    commit = summary.get('git_commit') or '?'
+    commits.add(commit[:7] + ('+dirty' if commit.endswith('+dirty') else ''))
+    row = str(labels[table['rows']])
+    column = str(labels[table['columns']]) if table['columns'] else table['metric']
+    seed = labels[table['seed']] if table['seed'] else 0
+    cells.setdefault((row, column), {})[seed] = table['scale'] * summary['final'][table['metric']]
+  return cells, missing, commits
+
+
+def format_tables(cells: dict, table: dict[str, Any], footer: str) -> tuple[str, str]:
+  """The Markdown and LaTeX tables of `cells`."""
+  rows = list(dict.fromkeys(r for r, _ in cells))
+  columns = list(dict.fromkeys(c for _, c in cells))
+
+  def stats(values):
+    return (float(np.mean(values)), float(np.std(values)), len(values))
+
+  grid = {}
+  for row in rows:
+    for column in columns:
+      if (row, column) in cells:
+        grid[row, column] = stats(list(cells[row, column].values()))
+    seeds = set.intersection(*(set(cells.get((row, c), {})) for c in columns))
+    if len(columns) > 1 and seeds:
+      grid[row, 'avg'] = stats([np.mean([cells[row, c][s] for c in columns])
+                                for s in sorted(seeds, key=str)])
+  header = columns + (['avg'] if len(columns) > 1 else [])
+  md = ([f'# {table["title"]}', ''] if table['title'] else []) + [
+      f'| {table["rows"]} | ' + ' | '.join(header) + ' |', '|---|' + '---|' * len(header)]
+  tex = ['\\begin{tabular}{l' + 'c' * len(header) + '}', '\\toprule',
+         ' & '.join([table['rows']] + [_tex(c) for c in header]) + ' \\\\', '\\midrule']
+  for row in rows:
+    entries = [grid.get((row, c)) for c in header]
+    md.append(f'| {row} | ' + ' | '.join(_md_cell(e) for e in entries) + ' |')
+    tex.append(' & '.join([_tex(row)] + [f'${e[0]:.1f} \\pm {e[1]:.1f}$' if e else '--'
+                                         for e in entries]) + ' \\\\')
+  md += ['', footer]
+  tex += ['\\bottomrule', '\\end{tabular}', f'% {footer}']
+  return '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
+
+
+def _md_cell(entry: tuple[float, float, int] | None) -> str:
+  if entry is None:
+    return '–'
+  mean, std, count = entry
+  return f'{mean:.1f} ± {std:.1f}' + ('' if count > 1 else ' (1 seed)')
+
+
+def _tex(text: str) -> str:
+  return (text.replace('\\', '\\textbackslash{}').replace('_', '\\_').replace('%', '\\%')
+          .replace('&', '\\&').replace('→', '$\\to$'))
+
+
+def main(argv: list[str] | None = None) -> int:
+  from transfer_jax.errors import UserError
+  parser = argparse.ArgumentParser(prog='python -m transfer_jax.report',
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument('sweep_file')
+  parser.add_argument('--workdir', default='', help='default: runs/NAME (as the sweep)')
+  parser.add_argument('--metric', default='', help="default: TABLE['metric']")
+  parser.add_argument('--output', default='', help='path without extension; default: next to '
+                      'the sweep file')
+  args = parser.parse_args(argv)
+  name = os.path.splitext(os.path.basename(args.sweep_file))[0]
+  try:
+    module, _ = sweep_lib.load_sweep(args.sweep_file)
+    table = {**DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
+    if args.metric:
+      table['metric'] = args.metric
+    workdir = args.workdir or os.path.join('runs', name)
+    cells, missing, commits = collect(args.sweep_file, workdir, table)
+    if not cells:
+      raise UserError(f'no finished run of {args.sweep_file} in {workdir}; run '
+                      f'`python -m transfer_jax.sweep {args.sweep_file}` first')
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  command = 'python -m transfer_jax.report ' + ' '.join(argv if argv is not None else sys.argv[1:])
+  footer = (f'{table["metric"]} × {table["scale"]:g} at the last step, mean ± std over seeds. '
+            f'Runs made at commit {", ".join(sorted(commits))}; table by `{command}` at commit '
+            f'{_head()}.' + (f' Unfinished runs: {len(missing)}.' if missing else ''))
+  markdown, latex = format_tables(cells, table, footer)
+  output = args.output or os.path.splitext(args.sweep_file)[0]
+  for ext, text in (('md', markdown), ('tex', latex)):
+    with open(f'{output}.{ext}', 'w') as f:
+      f.write(text)
+  print(markdown + f'\nwritten: {output}.md, {output}.tex')
+  return 0
+
+
+def _head() -> str:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,
+                        text=True).stdout.strip() or '?'
+
+
+if __name__ == '__main__':
+  sys.exit(main())
