@@ -113,6 +113,10 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2
   config.best_checkpoint_metric = ''  # e.g. 'source/val/accuracy': also keep the best in best/.
   config.eval_splits = ('source/test', 'target/test')
+  # Log the label-free selection criteria at every evaluation (transfer_jax/selection.py: source
+  # validation accuracy, target entropy, SND, IWV, DEV); needs data.source.val_fraction > 0.
+  config.selection = False
+  config.selection_examples = 1000    # Examples of each set the criteria read (fixed subset).
   config.num_devices = 0              # 0: every device; n: the first n (single process only).
   config.compilation_cache_dir = '~/.cache/transfer_jax/xla'
   # Multi-process runs (several hosts): leave empty to read JAX_COORDINATOR_ADDRESS,

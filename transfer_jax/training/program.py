@@ -49,6 +49,7 @@ class Program:
   reset_batch_stats: Callable[..., TrainState]        # Jitted: BatchNorm means 0, variances 1.
   adabn_step: Callable[..., TrainState]               # Jitted (state, batch): update BN stats.
   centroid_step: Callable[..., dict]                  # Jitted (state, batch, centroids) -> sums.
+  predict_step: Callable[..., dict]                   # Jitted (state, batch) -> features, logits.
   set_anchor: Callable[..., TrainState]               # Jitted (state, name, value) -> state.
 
 
@@ -131,6 +132,18 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
       reset_batch_stats=jax.jit(reset_batch_stats, out_shardings=state_sharding),
       adabn_step=jax.jit(adabn_step, in_shardings=(state_sharding, batch_sharding),
                          out_shardings=state_sharding),
+      predict_step=jax.jit(functools.partial(_predict, model),
+                           in_shardings=(state_sharding, batch_sharding), out_shardings=replicated),
       centroid_step=jax.jit(make_centroid_step(model, num_classes),
                             in_shardings=(state_sharding, batch_sharding, replicated),
                             out_shardings=replicated))
+
+
+def _predict(model: TransferModel, state: TrainState, batch: dict[str, Any]) -> dict[str, Any]:
+  """Features and logits in inference mode (with the batch's labels and padding mask)."""
+  outputs = model.apply({'params': state.params, **state.model_state}, batch['input'])
+  result = {'features': outputs['features'], 'logits': outputs['logits']}
+  for key, name in (('label', 'labels'), ('mask', 'mask')):
+    if key in batch:
+      result[name] = batch[key]
+  return result

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from transfer_jax import data as data_lib
 from transfer_jax.errors import UserError
 from transfer_jax.objectives.methods import get_method
-from transfer_jax.training import parallel, writers
+from transfer_jax.training import evaluation, parallel, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
 from transfer_jax.training.optimizer import group_labels
@@ -52,6 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.check_divisible(config.batch_size, mesh, 'config.batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'config.eval_batch_size')
   domains = load_domains(config)
+  evaluation.check(config, domains)
   tasks = config.get('tasks', {})
   program = build_program(config, mesh, domains['target'].input_shape,
                           domains['labels'].num_classes,
@@ -113,6 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       totals = jax.device_get(totals)
       results[f'{split_name}/accuracy'] = float(totals['correct'] / totals['count'])
       results[f'{split_name}/loss'] = float(totals['loss_sum'] / totals['count'])
+    if config.selection:
+      results.update(evaluation.selection_record(program, state, domains, config, mesh, process))
     return results
 
   writer = writers.create_writer(workdir, is_main)
