@@ -133,3 +133,19 @@ def test_report_gathers_the_runs_into_markdown_and_latex_tables(tmp_path):
   assert f'| dann | {np.mean(dann):.1f} ± {np.std(dann):.1f} |' in markdown
   assert '| source_only |' in markdown and 'Runs made at commit' in markdown
   assert '\\toprule' in latex and 'source\\_only' in latex and '\\pm' in latex
+
+
+def test_report_puts_the_selection_rules_side_by_side(tmp_path):
+  from transfer_jax import report
+  text = REPORT_SWEEP.replace("'title': 'tiny'}", "'title': 'tiny', 'selection': True}").replace(
+      "'total_steps': 3", "'total_steps': 6, 'selection': True, 'data.source.val_fraction': 0.2, "
+      "'data.target.val_fraction': 0.2, 'eval_splits': ('target/test', 'target/oracle_val')")
+  path = tmp_path / 'select_sweep.py'
+  path.write_text(text)
+  workdir, output = str(tmp_path / 'runs'), str(tmp_path / 'table')
+  sweep.run_sweep(str(path), workdir)
+  assert report.main([str(path), f'--workdir={workdir}', f'--output={output}']) == 0
+  with open(output + '.md') as f:
+    markdown = f.read()
+  header = '| method | last | source_val | entropy | snd | iwv | dev | oracle |'
+  assert header in markdown and '## selection rule: dev' in markdown

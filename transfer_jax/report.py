@@ -15,6 +15,7 @@ command. Runs not finished yet are listed, not averaged.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -22,11 +23,19 @@ from typing import Any
 
 import numpy as np
 
+from transfer_jax import selection
 from transfer_jax import sweep as sweep_lib
 from transfer_jax.training import workdir as workdir_lib
 
 DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
-                 'metric': 'target/test/accuracy', 'scale': 100.0, 'title': ''}
+                 'metric': 'target/test/accuracy', 'scale': 100.0, 'title': '',
+                 'selection': False}
+# Selection rules: the evaluation step each run is read at. 'last': the last step; the others
+# maximise a logged criterion (transfer_jax/selection.py); 'oracle' reads labelled target data
+# (target/oracle_val) and is an upper bound, not a rule a method may use.
+RULES = {'last': None, 'source_val': 'select/source_val', 'entropy': 'select/entropy',
+         'snd': 'select/snd', 'iwv': 'select/iwv', 'dev': 'select/dev',
+         'oracle': 'target/oracle_val/accuracy'}
 
 
 def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
@@ -40,10 +49,12 @@ def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
   return labels
 
 
-def collect(path: str, workdir: str, table: dict[str, Any]) -> tuple[dict, list[str], set[str]]:
-  """{(row, column): {seed: value}}, the unfinished runs, and the commits of the finished ones."""
+def collect(path: str, workdir: str, table: dict[str, Any],
+            rules: tuple[str, ...] = ('last',)) -> tuple[dict, list[str], set[str]]:
+  """{rule: {(row, column): {seed: value}}}, the unfinished runs, and the commits of the
+  finished ones. A rule's value is the metric at the evaluation that rule selects."""
   module, runs = sweep_lib.load_sweep(path)
-  cells: dict[tuple[str, str], dict[Any, float]] = {}
+  cells: dict[str, dict[tuple[str, str], dict[Any, float]]] = {rule: {} for rule in rules}
   missing, commits = [], set()
   for run in runs:
     labels = run_labels(module, run)
@@ -61,12 +72,26 @@ def collect(path: str, workdir: str, table: dict[str, Any]) -> tuple[dict, list[
     row = str(labels[table['rows']])
     column = str(labels[table['columns']]) if table['columns'] else table['metric']
     seed = labels[table['seed']] if table['seed'] else 0
-    cells.setdefault((row, column), {})[seed] = table['scale'] * summary['final'][table['metric']]
+    records = _eval_records(os.path.join(workdir, run['name']), table['metric'])
+    for rule in rules:
+      record = summary['final'] if rule == 'last' else selection.best_step(records, RULES[rule])
+      if record is not None:
+        cells[rule].setdefault((row, column), {})[seed] = table['scale'] * record[table['metric']]
   return cells, missing, commits
 
 
-def format_tables(cells: dict, table: dict[str, Any], footer: str) -> tuple[str, str]:
-  """The Markdown and LaTeX tables of `cells`."""
+def _eval_records(run_dir: str, metric: str) -> list[dict[str, Any]]:
+  path = os.path.join(run_dir, workdir_lib.METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [r for r in map(json.loads, f) if metric in r]
+
+
+def format_tables(cells: dict, table: dict[str, Any], footer: str,
+                  average: bool = True) -> tuple[str, str]:
+  """The Markdown and LaTeX tables of `cells` ({(row, column): {seed: value}}), with an 'avg'
+  column over the columns when `average`."""
   rows = list(dict.fromkeys(r for r, _ in cells))
   columns = list(dict.fromkeys(c for _, c in cells))
 
@@ -79,10 +104,10 @@ def format_tables(cells: dict, table: dict[str, Any], footer: str) -> tuple[str,
       if (row, column) in cells:
         grid[row, column] = stats(list(cells[row, column].values()))
     seeds = set.intersection(*(set(cells.get((row, c), {})) for c in columns))
-    if len(columns) > 1 and seeds:
+    if average and len(columns) > 1 and seeds:
       grid[row, 'avg'] = stats([np.mean([cells[row, c][s] for c in columns])
                                 for s in sorted(seeds, key=str)])
-  header = columns + (['avg'] if len(columns) > 1 else [])
+  header = columns + (['avg'] if average and len(columns) > 1 else [])
   md = ([f'# {table["title"]}', ''] if table['title'] else []) + [
       f'| {table["rows"]} | ' + ' | '.join(header) + ' |', '|---|' + '---|' * len(header)]
   tex = ['\\begin{tabular}{l' + 'c' * len(header) + '}', '\\toprule',
@@ -95,6 +120,30 @@ def format_tables(cells: dict, table: dict[str, Any], footer: str) -> tuple[str,
   md += ['', footer]
   tex += ['\\bottomrule', '\\end{tabular}', f'% {footer}']
   return '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
+
+
+def _with_selection(cells: dict, table: dict[str, Any], footer: str) -> tuple[str, str]:
+  """A summary (rows x rules, the average over tasks), then one table per rule."""
+  summary = {}
+  for rule, rule_cells in cells.items():
+    columns = list(dict.fromkeys(c for _, c in rule_cells))
+    for row in dict.fromkeys(r for r, _ in rule_cells):
+      seeds = set.intersection(*(set(rule_cells.get((row, c), {})) for c in columns))
+      if seeds:
+        summary[row, rule] = {s: np.mean([rule_cells[row, c][s] for c in columns]) for s in seeds}
+  head_md, head_tex = format_tables(summary, {**table, 'title': (table['title'] + ': average '
+                                                                 'over tasks, per selection rule')},
+                                    'Rules: last step; source validation accuracy; target '
+                                    'entropy; SND; IWV; DEV; oracle = labelled target '
+                                    'validation data (an upper bound, not a rule).',
+                                    average=False)
+  parts_md, parts_tex = [head_md], [head_tex]
+  for rule, rule_cells in cells.items():
+    if rule_cells:
+      md, tex = format_tables(rule_cells, {**table, 'title': f'selection rule: {rule}'}, '')
+      parts_md.append(md.replace('# selection rule', '## selection rule'))
+      parts_tex.append(f'% selection rule: {rule}\n' + tex)
+  return '\n'.join(parts_md) + '\n' + footer + '\n', '\n'.join(parts_tex) + f'% {footer}\n'
 
 
 def _md_cell(entry: tuple[float, float, int] | None) -> str:
@@ -126,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.metric:
       table['metric'] = args.metric
     workdir = args.workdir or os.path.join('runs', name)
-    cells, missing, commits = collect(args.sweep_file, workdir, table)
-    if not cells:
+    rules = tuple(RULES) if table['selection'] else ('last',)
+    cells, missing, commits = collect(args.sweep_file, workdir, table, rules)
+    if not cells['last']:
       raise UserError(f'no finished run of {args.sweep_file} in {workdir}; run '
                       f'`python -m transfer_jax.sweep {args.sweep_file}` first')
   except UserError as e:
@@ -137,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
   footer = (f'{table["metric"]} × {table["scale"]:g} at the last step, mean ± std over seeds. '
             f'Runs made at commit {", ".join(sorted(commits))}; table by `{command}` at commit '
             f'{_head()}.' + (f' Unfinished runs: {len(missing)}.' if missing else ''))
-  markdown, latex = format_tables(cells, table, footer)
+  markdown, latex = format_tables(cells['last'], table, footer)
+  if table['selection']:
+    markdown, latex = _with_selection(cells, table, footer)
   output = args.output or os.path.splitext(args.sweep_file)[0]
   for ext, text in (('md', markdown), ('tex', latex)):
     with open(f'{output}.{ext}', 'w') as f:
