@@ -71,6 +71,9 @@ def main() -> None:
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--threshold', type=float, default=90.0, help='accuracy (%%) to reach')
   parser.add_argument('--noise', type=float, default=0.01)
+  parser.add_argument('--lr', type=float, default=0.0,
+                      help='learning rate of both USPS runs (0: the config\'s, 0.05); output '
+                      'files get the suffix _lrLR')
   parser.add_argument('--workdir', default=os.path.join(ROOT, 'runs', 't6'))
   parser.add_argument('--manual_dir', default=SHARED_DATA)
   args = parser.parse_args()
@@ -86,6 +89,9 @@ def main() -> None:
     for stage in ('grown', 'scratch'):
       workdir = os.path.join(args.workdir, stage, f'seed{seed}')
       overrides = [f'seed={seed}'] + ([f'init_from.path={grown_path}'] if stage == 'grown' else [])
+      if args.lr:
+        overrides.append(f'optimizer.learning_rate={args.lr}')
+        workdir = os.path.join(args.workdir, f'{stage}_lr{args.lr:g}', f'seed{seed}')
       summaries[stage, seed] = run(f'net2net_digits.py:stage={stage}', workdir, overrides)
       curves[stage, seed] = curve(workdir)
 
@@ -106,8 +112,9 @@ def main() -> None:
   ax.set_title(f'T6: Net2Net growth vs scratch ({len(seeds)} seeds, mean ± std)')
   ax.legend(loc='lower right')
   fig.tight_layout()
+  name = 't6_net2net' + (f'_lr{args.lr:g}' if args.lr else '')
   for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(ROOT, 'experiments', f't6_net2net.{ext}'), dpi=150)
+    fig.savefig(os.path.join(ROOT, 'experiments', f'{name}.{ext}'), dpi=150)
 
   def steps_cell(stage):
     reached = [steps_to(*curves[stage, s], args.threshold) for s in seeds]
@@ -135,11 +142,13 @@ def main() -> None:
     final = [100 * summaries[stage, s]['final']['target/test/accuracy'] for s in seeds]
     lines.append(f'| {stage} | {cell(first[stage])} | {cell(final)} | {steps_cell(stage)} | '
                  f'{summaries[stage, seeds[0]]["trainable_param_count"]:,} |')
-  lines += ['', '![T6 accuracy versus steps](t6_net2net.png)', '',
+  lr = args.lr or 0.05
+  lines += ['', f'![T6 accuracy versus steps]({name}.png)', '',
             f'Commit {git_commit()}; command: `python -m experiments.t6_net2net --seeds '
-            f'{args.seeds} --threshold {args.threshold:g} --noise {args.noise:g}`. Config: '
-            'configs/net2net_digits.py (SGD momentum 0.9, lr 0.05 constant, batch 64).']
-  with open(os.path.join(ROOT, 'experiments', 't6_net2net.md'), 'w') as f:
+            f'{args.seeds} --threshold {args.threshold:g} --noise {args.noise:g}'
+            + (f' --lr {args.lr:g}' if args.lr else '') + '`. Config: configs/net2net_digits.py '
+            f'(SGD momentum 0.9, USPS learning rate {lr:g} constant for both runs, batch 64).']
+  with open(os.path.join(ROOT, 'experiments', f'{name}.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))
 
