@@ -54,3 +54,23 @@ def test_main_prints_one_line_and_exits_2_on_a_typo(tmp_path, capsys):
 def test_main_rejects_unknown_flags(capsys):
   assert main.main(['--confg=x.py']) == 2
   assert 'unexpected argument' in capsys.readouterr().err
+
+
+def test_a_run_saved_before_a_config_field_existed_stays_readable(tmp_path):
+  """Fields added later (workdir.ADDED_KEYS) match a saved config that lacks them, when they
+  hold the value that reproduces the old behaviour; any other value is a different run."""
+  import json
+
+  from conftest import tiny_digits
+  from transfer_jax.training import workdir as workdir_lib
+  config = tiny_digits()
+  workdir_lib.check_or_write_config(config, str(tmp_path))
+  path = tmp_path / workdir_lib.CONFIG_FILE
+  saved = json.loads(path.read_text())
+  for key in ('selection', 'tasks'):
+    del saved[key]
+  del saved['method']['mcc_temperature']
+  path.write_text(json.dumps(saved))
+  workdir_lib.check_or_write_config(config, str(tmp_path))   # Accepted.
+  with pytest.raises(ValueError, match='differs in selection'):
+    workdir_lib.check_or_write_config(tiny_digits(selection=True), str(tmp_path))

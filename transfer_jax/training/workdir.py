@@ -15,6 +15,17 @@ EVAL_SPLITS = ('test', 'val', 'oracle_val', 'labeled')
 RUNTIME_KEYS = ('compilation_cache_dir', 'num_devices', 'eval_batch_size',
                 'distributed.coordinator_address', 'distributed.num_processes',
                 'distributed.process_id')
+# Config fields added after runs may have been saved, with the value that reproduces what runs
+# without them did: a saved config lacking one of them still matches that value, so upgrading the
+# library keeps finished runs readable and interrupted ones resumable.
+ADDED_KEYS = {
+    'tasks': {}, 'selection': False, 'selection_examples': 1000,
+    'method.trade_off_schedule': 'constant', 'method.cdan_randomized_dim': 0,
+    'method.mmd_kernel_multipliers': [0.125, 0.25, 0.5, 1.0, 2.0], 'method.mmd_linear': False,
+    'method.jan_sigma': 0.92, 'method.mcc_temperature': 2.5, 'method.mdd_margin': 4.0,
+    'method.afn_delta_r': 1.0, 'method.shot_beta': 0.3, 'method.shot_refresh_every': 0,
+    'method.fixmatch_threshold': 0.95, 'model.fusion_hidden': [256],
+}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -28,13 +39,23 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> No
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    changed = [k for k in _differences(old, new) if k not in RUNTIME_KEYS]
+    changed = [k for k in _differences(old, new) if k not in RUNTIME_KEYS
+               and not (_lookup(old, k) == '<missing>' and k in ADDED_KEYS
+                        and _lookup(new, k) == ADDED_KEYS[k])]
     if changed:
       raise UserError(f'workdir {workdir} holds a run with another config (differs in '
                       f'{", ".join(changed[:5])}); use a new --workdir to start a new run')
     return
   with open(path, 'w') as f:
     json.dump(new, f, indent=2, sort_keys=True)
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+  for key in dotted.split('.'):
+    if not isinstance(tree, dict) or key not in tree:
+      return '<missing>'
+    tree = tree[key]
+  return tree
 
 
 def _differences(old: Any, new: Any, prefix: str = '') -> list[str]:
