@@ -22,6 +22,8 @@ import numpy as np
 from experiments.common import ROOT, SHARED_DATA, cell, git_commit, runner
 
 AMAZON = {'B': 'books', 'D': 'dvd', 'E': 'electronics', 'K': 'kitchen'}
+# Extra rows: a method with other settings (row name -> method, overrides).
+VARIANTS = {'dan_ramp': ('dan', ['method.trade_off_schedule=dann'])}
 SUPERVISED = ['method.name=source_only', 'objective.source_weight=0.0',
               'objective.target_weight=1.0', 'data.target.labeled_per_class=-1']
 
@@ -88,7 +90,8 @@ def main() -> None:
   parser.add_argument('--table', choices=sorted(TABLES), required=True)
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--steps', type=int, default=0, help='0: the table default')
-  parser.add_argument('--methods', default='', help='comma-separated subset (default: all)')
+  parser.add_argument('--methods', default='', help='comma-separated subset (default: all); '
+                      f'also the variants {sorted(VARIANTS)}')
   parser.add_argument('--workdir', default=os.path.join(ROOT, 'runs', 'feature_transfer'))
   parser.add_argument('--manual_dir', default=SHARED_DATA)
   parser.add_argument('--output', default='', help='default: experiments/TABLE_NAME.md')
@@ -111,6 +114,9 @@ def main() -> None:
                                f'seed{seed}')
         overrides = [f'seed={seed}', *cadence]
         spec_method = 'source_only' if method == 'target_supervised' else method
+        if method in VARIANTS:
+          spec_method = VARIANTS[method][0]
+          overrides += VARIANTS[method][1]
         if method == 'target_supervised':
           overrides += SUPERVISED + table['supervised_extra']
         if method == 'shot':
@@ -123,6 +129,8 @@ def main() -> None:
   lines = [f'# {table["title"]}', '',
            f'Target test accuracy (%) at the last step ({steps} steps), mean ± std over seeds '
            f'{args.seeds}. Selection rule: none (the last step).'
+           + ''.join(f' {name} = {VARIANTS[name][0]} with {" ".join(VARIANTS[name][1])}.'
+                     for name in rows if name in VARIANTS)
            + (' target_supervised trains on target labels only (no source), an upper reference.'
               if 'target_supervised' in rows else ''), '',
            '| method | ' + ' | '.join(tasks) + ' | avg |', '|---|' + '---|' * (len(tasks) + 1)]
