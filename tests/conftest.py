@@ -41,3 +41,12 @@ def eight_devices():
   devices = jax.devices()
   assert len(devices) == 8, 'tests expect 8 simulated CPU devices (see conftest.py)'
   return devices
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _free_compiled_programs():
+  """Drops JAX's in-memory compilation caches after each test module: a session trains a few
+  hundred small runs, and their executables (code mappings, memory) would otherwise pile up in
+  one process. The persistent cache above makes recompiling them cheap."""
+  yield
+  jax.clear_caches()

@@ -170,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   for manager in filter(None, (checkpointer, best_checkpointer)):
     manager.wait()
     manager.close()
-  writer.flush()
+  writer.close()   # Also ends its background thread (one per run otherwise).
 
   train_seconds = time.perf_counter() - start
   final, best = workdir_lib.final_and_best(metrics_log.read() if is_main else [])
