@@ -13,6 +13,7 @@ CONFIG_FILE, SUMMARY_FILE, METRICS_FILE = 'config.json', 'summary.json', 'metric
 # Keys that do not change a run's results: a resumed run may change them (e.g. more devices).
 EVAL_SPLITS = ('test', 'val', 'oracle_val', 'labeled')
 RUNTIME_KEYS = ('compilation_cache_dir', 'num_devices', 'eval_batch_size',
+                'data.manual_dir', 'data.data_dir',   # Where the same files are found.
                 'distributed.coordinator_address', 'distributed.num_processes',
                 'distributed.process_id')
 # Config fields added after runs may have been saved, with the value that reproduces what runs
