@@ -15,7 +15,7 @@ tiny. T1 (3 seeds, all methods): experiments/t1_mnist_usps.md.
 Measured before commit cb45686, with the textbook conv block (conv_impl='xla'); the default 'fused'
 block computes the same function to 1e-5 per step, so long runs may end a little differently.
 Expected (seed 0, 1000 steps, target / source test accuracy at the last step, 2 CPU cores;
-the tuned, 3-seed T1 table belongs to the feature-transfer issue):
+the 3-seed T1 table of all methods at 2000 steps is experiments/t1_mnist_usps.md):
   protocol=full  source_only 75.4 / 97.4 (124 s)   dann 76.4 / 96.5 (84 s)
 """
 
