@@ -2,7 +2,6 @@
 back, not rerun), mean ± std cells, and the commit a table was produced at."""
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -33,8 +32,8 @@ def cell(values: list[float]) -> str:
 
 
 def git_commit() -> str:
-  out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                       text=True)
-  dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
-                         capture_output=True, text=True).stdout.strip()
-  return out.stdout.strip() + ('+dirty' if dirty else '')
+  """The short commit of this tree ('+dirty' with uncommitted changes), as runs record it."""
+  sys.path.insert(0, ROOT)
+  from transfer_jax.training.workdir import git_commit as full_commit
+  commit = full_commit() or '?'
+  return commit[:7] + ('+dirty' if commit.endswith('+dirty') else '')

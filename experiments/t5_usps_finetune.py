@@ -11,12 +11,11 @@ wall time per run and trainable parameters. Finished runs are read back, not rer
 
 import argparse
 import os
-import subprocess
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.common import ROOT, SHARED_DATA, git_commit, runner
+
 RECIPES = ('scratch', 'finetune', 'head_only', 'lp_ft', 'l2', 'l2_sp', 'fisher_sp')
 LABELS = (10, 50, -1)
 
@@ -25,19 +24,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--workdir', default=os.path.join(ROOT, 'runs', 't5'))
-  parser.add_argument('--manual_dir', default=os.path.join(ROOT, '..', 'shared', 'datasets'))
+  parser.add_argument('--manual_dir', default=SHARED_DATA)
   parser.add_argument('--output', default=os.path.join(ROOT, 'experiments', 't5_usps_finetune.md'))
   args = parser.parse_args()
-  sys.path.insert(0, ROOT)
-  from transfer_jax import config_lib
-  from transfer_jax.training import runtime, train
-
-  def run(spec, workdir, overrides):
-    config = config_lib.load_config(os.path.join(ROOT, 'configs', spec),
-                                    [f'data.manual_dir={args.manual_dir}', *overrides])
-    runtime.setup(config)
-    print(f'== {spec} {" ".join(overrides)} -> {workdir}', flush=True)
-    return train.train_and_evaluate(config, workdir)
+  run = runner(args.manual_dir)
 
   pretrain_dir = os.path.join(args.workdir, 'pretrain_mnist')
   pretrain = run('mnist_usps.py:method=source_only', pretrain_dir, [])
@@ -53,8 +43,7 @@ def main() -> None:
         results[recipe, labels, seed] = run(
             f'usps_finetune.py:recipe={recipe},labels={labels}', workdir, overrides)
 
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
+  commit = git_commit()
   lines = [
       '# T5: MNIST-pretrained LeNet -> USPS with k labels per class',
       '',

@@ -17,7 +17,6 @@ command. Runs not finished yet are listed, not averaged.
 import argparse
 import json
 import os
-import subprocess
 import sys
 from typing import Any
 
@@ -67,8 +66,7 @@ def collect(path: str, workdir: str, table: dict[str, Any],
     if summary is None or table['metric'] not in summary.get('final', {}):
       missing.append(run['name'])
       continue
-    commit = summary.get('git_commit') or '?'
-    commits.add(commit[:7] + ('+dirty' if commit.endswith('+dirty') else ''))
+    commits.add(_short(summary.get('git_commit')))
     row = str(labels[table['rows']])
     column = str(labels[table['columns']]) if table['columns'] else table['metric']
     seed = labels[table['seed']] if table['seed'] else 0
@@ -186,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
   command = 'python -m transfer_jax.report ' + ' '.join(argv if argv is not None else sys.argv[1:])
   footer = (f'{table["metric"]} × {table["scale"]:g} at the last step, mean ± std over seeds. '
             f'Runs made at commit {", ".join(sorted(commits))}; table by `{command}` at commit '
-            f'{_head()}.' + (f' Unfinished runs: {len(missing)}.' if missing else ''))
+            f'{_short(workdir_lib.git_commit())}.'
+            + (f' Unfinished runs: {len(missing)}.' if missing else ''))
   markdown, latex = format_tables(cells['last'], table, footer)
   if table['selection']:
     markdown, latex = _with_selection(cells, table, footer)
@@ -198,10 +197,9 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-def _head() -> str:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, capture_output=True,
-                        text=True).stdout.strip() or '?'
+def _short(commit: str | None) -> str:
+  commit = commit or '?'
+  return commit[:7] + ('+dirty' if commit.endswith('+dirty') else '')
 
 
 if __name__ == '__main__':
