@@ -11,7 +11,9 @@ Full training splits; reported on the test splits (MNIST 10000, USPS 2007; USPS 
       --workdir=runs/multitask_joint --config.data.manual_dir=../shared/datasets
   python -m experiments.multitask_digits      # the three modes x 3 seeds, and the table
 Arguments: mode=joint|mnist|usps, usps_weight (joint), tiny.
-Measured figures: experiments/multitask_digits.md.
+Expected (`python -m experiments.multitask_digits --seeds 0,1,2`, 1000 steps, last step, at
+8e4b16a): joint MNIST 98.2 ± 0.2 / USPS 96.0 ± 0.0 (215,300 params); separate MNIST 98.3 ± 0.1,
+USPS 95.1 ± 0.5 (254,580 params). Table: experiments/multitask_digits.md.
 """
 
 import ml_collections
