@@ -102,7 +102,11 @@ def run_name(config: str, arg: str, overrides: dict[str, Any]) -> str:
   """A readable, deterministic workdir name: the arg and overrides, then a hash of all three."""
   canonical = json.dumps([config, arg, sorted(overrides.items())], default=str)
   digest = hashlib.sha1(canonical.encode()).hexdigest()[:8]
-  readable = '_'.join([arg.replace(',', '_')] + [f'{k}={v}' for k, v in sorted(overrides.items())])
+  # Readable part: the arg, the seed, then the other overrides by their last key component
+  # (paths are left out: they are in the hash).
+  shown = sorted(overrides.items(), key=lambda item: (item[0] != 'seed', item[0]))
+  readable = '_'.join([arg.replace(',', '_')] + [f'{k.rsplit(".", 1)[-1]}={v}' for k, v in shown
+                                                 if not k.endswith(('_dir', '.path'))])
   readable = re.sub(r'[^A-Za-z0-9_.=+-]+', '', readable)[:80].strip('_') or 'run'
   return f'{readable}-{digest}'
 
