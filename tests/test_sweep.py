@@ -38,7 +38,7 @@ def test_grid_random_search_and_run_names_are_deterministic():
   assert all(1e-4 <= d['lr'] <= 1e-1 and d['m'] in ('sgd', 'adam') for d in draws)
   name = sweep.run_name('configs/x.py', 'method=dann', {'seed': 0, 'method.trade_off': 0.3})
   assert name == sweep.run_name('configs/x.py', 'method=dann', {'method.trade_off': 0.3, 'seed': 0})
-  assert name.startswith('method=dann_method.trade_off=0.3_seed=0-')
+  assert name.startswith('method=dann_seed=0_trade_off=0.3-')
   assert name != sweep.run_name('configs/x.py', 'method=dann', {'seed': 1, 'method.trade_off': 0.3})
 
 
