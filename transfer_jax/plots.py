@@ -1,0 +1,382 @@
+"""Figures from runs' workdirs, each written as PREFIX.png and PREFIX.pdf:
+
+  python -m transfer_jax.plots curves WORKDIR [WORKDIR ...] [--metrics=K1,K2] --output=PREFIX
+  python -m transfer_jax.plots sweep experiments/NAME.py [--workdir=DIR] [--metric=KEY]
+      [--rows=dann,mcc] [--columns=A→W,D→W] --output=PREFIX
+  python -m transfer_jax.plots tsne BEFORE AFTER [--max_examples=N] [--seed=S] --output=PREFIX
+  python -m transfer_jax.plots pad BEFORE AFTER [BEFORE AFTER ...] [--labels=A→W,...]
+      --output=PREFIX
+
+`curves`: the metrics of runs' metrics.jsonl over steps, one panel per metric (default: every
+accuracy). `sweep`: a metric of a sweep's finished runs, mean ± std over seeds, one line per row
+label (method) and one panel per column label (task), the labels of `transfer_jax.report`.
+`tsne`: t-SNE of source and target features of two runs (e.g. source_only = before adaptation,
+dann = after), colour = domain, marker = class. `pad`: the proxy A-distance (Ben-David et al.
+2007; Ganin et al. 2016) of source and target features before and after adaptation, printed and
+drawn as bars. Features are those of the final checkpoint's backbone on each domain's test split
+(`--source_split`, `--target_split`), computed by `features.extract` and cached under
+WORKDIR/features/ (or --cache_dir). Figures are drawn on matplotlib's Agg canvas (no display).
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from transfer_jax.errors import UserError
+
+MARKERS = 'os^vD<>PX*ph8d'
+DOMAIN_COLOURS = {'source': 'tab:blue', 'target': 'tab:red'}
+
+
+# ----------------------------------------------------------------------------- learning curves
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The records of WORKDIR/metrics.jsonl (one per log or evaluation step)."""
+  from transfer_jax.training import workdir as workdir_lib
+  from transfer_jax.training.writers import MetricsLog
+  path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+  if not os.path.isfile(path):
+    raise UserError(f'no {workdir_lib.METRICS_FILE} in {workdir}; give the workdir of a run '
+                    'that has logged at least one step')
+  return MetricsLog(path).read()
+
+
+def metric_series(records: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, values) of `metric` over the records that hold it; the last record of a step wins."""
+  by_step = {int(r['step']): float(r[metric]) for r in records if metric in r}
+  steps = np.array(sorted(by_step), dtype=np.int64)
+  return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
+
+
+def aggregate(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Mean and (population) std over seeds at the steps every seed logged."""
+  common = sorted(set.intersection(*(set(steps.tolist()) for steps, _ in series)))
+  values = np.array([[dict(zip(s.tolist(), v, strict=True))[step] for step in common]
+                     for s, v in series])
+  return {'steps': np.array(common, dtype=np.int64), 'mean': values.mean(0),
+          'std': values.std(0), 'seeds': np.int64(len(series))}
+
+
+def plot_run_curves(workdirs: Sequence[str], metrics: Sequence[str], output: str
+                    ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+  """One panel per metric, one line per run; returns {metric: {workdir: (steps, values)}}."""
+  records = {w: read_metrics(w) for w in workdirs}
+  if not metrics:  # Default: every accuracy any run logged.
+    metrics = sorted({k for rs in records.values() for r in rs for k in r
+                      if k.endswith('/accuracy')})
+  data = {m: {w: metric_series(rs, m) for w, rs in records.items()} for m in metrics}
+  for metric, runs in data.items():
+    if not any(len(steps) for steps, _ in runs.values()):
+      known = sorted({k for rs in records.values() for r in rs for k in r} - {'step', 'wall_s'})
+      raise UserError(f'no run logged {metric!r}; choose --metrics among {", ".join(known)}')
+  fig, axes = _panels(len(metrics))
+  for ax, (metric, runs) in zip(axes, data.items(), strict=True):
+    for workdir, (steps, values) in runs.items():
+      ax.plot(steps, values, label=os.path.basename(os.path.normpath(workdir))[:40])
+    ax.set(title=metric, xlabel='step')
+  if len(workdirs) > 1:
+    axes[0].legend(fontsize='small')
+  save_figure(fig, output)
+  return data
+
+
+def sweep_curves(path: str, workdir: str, metric: str = '', rows: Sequence[str] = (),
+                 columns: Sequence[str] = ()) -> tuple[dict, list[str], dict[str, Any]]:
+  """{column: {row: aggregate(...)}} of a sweep's finished runs (summary.json written), the
+  names of the runs left out as unfinished, and the sweep's TABLE (rows, columns, seed keys)."""
+  from transfer_jax import report
+  from transfer_jax import sweep as sweep_lib
+  from transfer_jax.training import workdir as workdir_lib
+  module, runs = sweep_lib.load_sweep(path)
+  table = {**report.DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
+  metric = metric or table['metric']
+  series: dict[str, dict[str, list]] = {}
+  missing = []
+  for run in runs:
+    labels = report.run_labels(module, run)
+    for key in ('rows', 'columns', 'seed'):
+      if table[key] and table[key] not in labels:
+        raise UserError(f'run {run["name"]} has no label {table[key]!r} (TABLE[{key!r}] of '
+                        f'{path}); its labels are {sorted(labels)}')
+    row, column = str(labels[table['rows']]), str(labels.get(table['columns'], metric))
+    if (rows and row not in rows) or (columns and column not in columns):
+      continue
+    run_dir = os.path.join(workdir, run['name'])
+    if workdir_lib.read_summary(run_dir) is None:
+      missing.append(run['name'])
+      continue
+    steps, values = metric_series(read_metrics(run_dir), metric)
+    if len(steps):
+      series.setdefault(column, {}).setdefault(row, []).append((steps, values))
+  if not series:
+    raise UserError(f'no finished run of {path} under {workdir} logged {metric!r}; check '
+                    '--workdir, --metric, --rows and --columns')
+  ordered_columns = [c for c in columns if c in series] or list(series)
+  curves = {}
+  for column in ordered_columns:
+    ordered_rows = [r for r in rows if r in series[column]] or list(series[column])
+    curves[column] = {row: aggregate(series[column][row]) for row in ordered_rows}
+  return curves, missing, {**table, 'metric': metric}
+
+
+def plot_sweep_curves(path: str, workdir: str, output: str, metric: str = '',
+                      rows: Sequence[str] = (), columns: Sequence[str] = ()) -> dict:
+  """Mean over seeds (line) ± std (shaded), a line per row label, a panel per column label;
+  returns what `sweep_curves` gives."""
+  curves, missing, table = sweep_curves(path, workdir, metric, rows, columns)
+  fig, axes = _panels(len(curves))
+  for ax, (column, lines) in zip(axes, curves.items(), strict=True):
+    for i, (row, line) in enumerate(lines.items()):
+      colour = f'C{i % 10}'
+      ax.plot(line['steps'], line['mean'], color=colour, label=f'{row} (n={line["seeds"]})')
+      ax.fill_between(line['steps'], line['mean'] - line['std'], line['mean'] + line['std'],
+                      color=colour, alpha=0.2, linewidth=0)
+    ax.set(title=column, xlabel='step', ylabel=table['metric'])
+  axes[0].legend(fontsize='small')
+  save_figure(fig, output)
+  if missing:
+    print(f'{len(missing)} unfinished runs left out, e.g. {missing[0]}')
+  return curves
+
+
+# ------------------------------------------------------------------------ features, t-SNE, PAD
+
+def run_features(workdir: str, splits: Sequence[str] = ('source/test', 'target/test'),
+                 step: int = -1, cache_dir: str = '') -> dict[str, Any]:
+  """Backbone features of a run's checkpoint at `step` (-1: the latest) on `splits`, through
+  `features.extract` with the run's own config.json; {split: extract.Features}."""
+  import ml_collections
+
+  from transfer_jax.features import extract
+  from transfer_jax.training import workdir as workdir_lib
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise UserError(f'no {workdir_lib.CONFIG_FILE} in {workdir}; give the workdir of a run')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.init_from.update(path=os.path.abspath(workdir), step=step, best=False, load='.*',
+                          skip='', rename=())
+  features, _ = extract.extract_all(config, cache_dir or os.path.join(workdir, 'features'))
+  unknown = [s for s in splits if s not in features]
+  if unknown:
+    raise UserError(f'run {workdir} has no split {unknown[0]}; choose among '
+                    f'{", ".join(sorted(features))}')
+  return {s: features[s] for s in splits}
+
+
+def proxy_a_distance(source_features: np.ndarray, target_features: np.ndarray,
+                     seed: int = 0) -> float:
+  """PAD = 2 (1 - 2 err) (Ben-David et al. 2007; Ganin et al. 2016, Sec. 6.1.3): err is the
+  test error of a linear classifier (L2 logistic regression, `features.probes`) told to separate
+  the domains. Both domains are subsampled to the same size (chance error 0.5, PAD 0), half of
+  each trains (a quarter of that half chooses the L2 strength), the other half tests."""
+  from transfer_jax.features import probes
+  n = min(len(source_features), len(target_features))
+  if n < 8:
+    raise UserError(f'the proxy A-distance needs at least 8 examples per domain, got {n}')
+  rng = np.random.default_rng(seed)
+  source = np.asarray(source_features, np.float32)[rng.permutation(len(source_features))[:n]]
+  target = np.asarray(target_features, np.float32)[rng.permutation(len(target_features))[:n]]
+  half, quarter = n // 2, n // 8
+
+  def rows(start, stop):
+    x = np.concatenate([source[start:stop], target[start:stop]])
+    return x, np.repeat(np.array([0, 1], np.int32), stop - start)
+
+  selected = probes.select('logistic', rows(quarter, half), rows(0, quarter), num_classes=2)
+  error = 1.0 - selected.probe.accuracy(*rows(half, n))
+  return 2.0 * (1.0 - 2.0 * error)
+
+
+def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
+  """2-d t-SNE (van der Maaten and Hinton 2008) of standardised features, PCA-initialised."""
+  from sklearn.manifold import TSNE
+  from threadpoolctl import threadpool_limits
+  x = (features - features.mean(0)) / np.maximum(features.std(0), 1e-6)
+  perplexity = min(30.0, (len(x) - 1) / 3)
+  # One OpenMP thread: on a busy machine the spinning threads of sklearn's Barnes-Hut gradient
+  # made a 100-point embedding 30x slower (10 s instead of 0.3 s).
+  with threadpool_limits(1, user_api='openmp'):
+    return TSNE(2, perplexity=perplexity, init='pca', random_state=seed).fit_transform(x)
+
+
+def plot_tsne(before: str, after: str, output: str, max_examples: int = 500, seed: int = 0,
+              splits: Sequence[str] = ('source/test', 'target/test'),
+              cache_dir: str = '') -> dict[str, dict[str, Any]]:
+  """Two panels (before, after adaptation): t-SNE of up to `max_examples` examples per domain,
+  colour = domain, marker = class; the PAD of all examples of the two splits in each title.
+  Returns {'before'|'after': {'run', 'pad', 'embedding', 'domains', 'labels'}}."""
+  results = {}
+  for name, workdir in (('before', before), ('after', after)):
+    features = run_features(workdir, splits, cache_dir=cache_dir)
+    source, target = (features[s] for s in splits)
+    pad = proxy_a_distance(source.features, target.features, seed)
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(len(f.features))[:max_examples] for f in (source, target)]
+    embedding = tsne_embedding(np.concatenate([source.features[picked[0]],
+                                               target.features[picked[1]]]), seed)
+    results[name] = {
+        'run': workdir, 'pad': pad, 'embedding': embedding,
+        'domains': np.repeat(['source', 'target'], [len(p) for p in picked]),
+        'labels': np.concatenate([source.labels[picked[0]], target.labels[picked[1]]])}
+  fig, axes = _panels(2, width=5.0)
+  for ax, (name, result) in zip(axes, results.items(), strict=True):
+    for domain, colour in DOMAIN_COLOURS.items():
+      for label in np.unique(result['labels']):
+        where = (result['domains'] == domain) & (result['labels'] == label)
+        ax.scatter(*result['embedding'][where].T, s=9, c=colour, alpha=0.6, linewidths=0,
+                   marker=MARKERS[label % len(MARKERS)])
+      ax.scatter([], [], c=colour, s=12, label=domain)
+    ax.set(title=f'{name}: {_run_title(result["run"])}, PAD {result["pad"]:.2f}',
+           xticks=[], yticks=[])
+  axes[0].legend(fontsize='small', title='colour: domain; marker: class', title_fontsize='small')
+  save_figure(fig, output)
+  print(format_pads([(results['before']['pad'], results['after']['pad'])],
+                    [f'{_run_title(before)} vs {_run_title(after)}']))
+  return results
+
+
+def plot_pads(pairs: Sequence[tuple[str, str]], output: str, labels: Sequence[str] = (),
+              seed: int = 0, splits: Sequence[str] = ('source/test', 'target/test'),
+              cache_dir: str = '') -> list[tuple[float, float]]:
+  """PAD before and after adaptation for each (before, after) pair of workdirs: printed,
+  drawn as grouped bars and written to PREFIX.json; returns [(before, after)]."""
+  if labels and len(labels) != len(pairs):
+    raise UserError(f'--labels has {len(labels)} names for {len(pairs)} pairs; give one each')
+  labels = list(labels) or [_run_title(after) for _, after in pairs]
+  def pad_of(workdir):
+    source, target = run_features(workdir, splits, cache_dir=cache_dir).values()
+    return proxy_a_distance(source.features, target.features, seed)
+
+  pads = [(pad_of(before), pad_of(after)) for before, after in pairs]
+  fig, (ax,) = _panels(1, width=max(4.0, 1.2 * len(pairs) + 2))
+  x = np.arange(len(pairs))
+  for offset, (i, name) in zip((-0.2, 0.2), enumerate(('before', 'after')), strict=True):
+    ax.bar(x + offset, [p[i] for p in pads], width=0.4, label=f'{name} adaptation')
+  ax.set(xticks=x, ylabel='proxy A-distance', ylim=(min(0.0, *(min(p) for p in pads)), 2.05))
+  ax.set_xticklabels(labels, rotation=20 if len(pairs) > 3 else 0)
+  ax.legend(fontsize='small')
+  save_figure(fig, output)
+  with open(output + '.json', 'w') as f:
+    json.dump([{'label': label, 'before': b, 'after': a, 'runs': list(pair)}
+               for label, (b, a), pair in zip(labels, pads, pairs, strict=True)], f, indent=2)
+  print(format_pads(pads, labels))
+  return pads
+
+
+def format_pads(pads: Sequence[tuple[float, float]], labels: Sequence[str]) -> str:
+  lines = [f'{"pair":<40} {"PAD before":>10} {"PAD after":>10}']
+  lines += [f'{label[:40]:<40} {b:>10.3f} {a:>10.3f}'
+            for label, (b, a) in zip(labels, pads, strict=True)]
+  return '\n'.join(lines)
+
+
+def _run_title(workdir: str) -> str:
+  """'dann A→W s0' from the run's config.json, else the workdir's name."""
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      config = json.load(f)
+    domains = [config['data'][r]['name'].rsplit('/', 1)[-1][:1].upper() for r in ('source',
+                                                                                    'target')]
+    return f'{config["method"]["name"]} {"→".join(domains)} s{config["seed"]}'
+  except (OSError, KeyError, TypeError, ValueError):
+    return os.path.basename(os.path.normpath(workdir))[:30]
+
+
+# ------------------------------------------------------------------------------------ drawing
+
+def _panels(count: int, width: float = 4.0):
+  """A figure of `count` panels (at most 4 a row) on the Agg canvas, and its axes in order."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  per_row = min(count, 4)
+  rows = -(-count // per_row)
+  fig = Figure(figsize=(width * per_row, 0.8 * width * rows), layout='constrained')
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(rows, per_row, squeeze=False).ravel()
+  for ax in axes[count:]:
+    ax.set_visible(False)
+  return fig, list(axes[:count])
+
+
+def save_figure(fig: Any, output: str) -> list[str]:
+  """Writes OUTPUT.png (150 dpi) and OUTPUT.pdf; returns their paths."""
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  paths = [f'{output}.{ext}' for ext in ('png', 'pdf')]
+  for path in paths:
+    fig.savefig(path, dpi=150)
+  print('wrote ' + ', '.join(paths))
+  return paths
+
+
+# -------------------------------------------------------------------------------- command line
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m transfer_jax.plots', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument('--output', required=True, help='PREFIX of PREFIX.png and PREFIX.pdf')
+  features = argparse.ArgumentParser(add_help=False)
+  features.add_argument('--seed', type=int, default=0)
+  features.add_argument('--source_split', default='test')
+  features.add_argument('--target_split', default='test')
+  features.add_argument('--cache_dir', default='', help='default: WORKDIR/features')
+  curves = commands.add_parser('curves', parents=[common])
+  curves.add_argument('workdirs', nargs='+')
+  curves.add_argument('--metrics', default='', help='comma-separated; default: all accuracies')
+  sweep = commands.add_parser('sweep', parents=[common])
+  sweep.add_argument('sweep_file')
+  sweep.add_argument('--workdir', default='', help='default: runs/NAME')
+  sweep.add_argument('--metric', default='', help="default: the sweep's TABLE metric")
+  sweep.add_argument('--rows', default='', help='comma-separated row labels; default: all')
+  sweep.add_argument('--columns', default='', help='comma-separated column labels; default: all')
+  tsne = commands.add_parser('tsne', parents=[common, features])
+  tsne.add_argument('before')
+  tsne.add_argument('after')
+  tsne.add_argument('--max_examples', type=int, default=500, help='per domain')
+  pad = commands.add_parser('pad', parents=[common, features])
+  pad.add_argument('workdirs', nargs='+', help='BEFORE AFTER [BEFORE AFTER ...]')
+  pad.add_argument('--labels', default='', help='comma-separated, one per pair')
+  return parser
+
+
+def _splits(args: argparse.Namespace) -> tuple[str, str]:
+  return f'source/{args.source_split}', f'target/{args.target_split}'
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+  split_list = lambda text: [item for item in text.split(',') if item]  # noqa: E731
+  try:
+    if args.command == 'curves':
+      plot_run_curves(args.workdirs, split_list(args.metrics), args.output)
+    elif args.command == 'sweep':
+      name = os.path.splitext(os.path.basename(args.sweep_file))[0]
+      plot_sweep_curves(args.sweep_file, args.workdir or os.path.join('runs', name), args.output,
+                        args.metric, split_list(args.rows), split_list(args.columns))
+    elif args.command == 'tsne':
+      if args.max_examples < 2:
+        raise UserError(f'--max_examples={args.max_examples}: give at least 2 per domain')
+      plot_tsne(args.before, args.after, args.output, args.max_examples, args.seed,
+                _splits(args), args.cache_dir)
+    else:
+      if len(args.workdirs) % 2:
+        raise UserError('give the workdirs as BEFORE AFTER pairs (an even number of them)')
+      pairs = list(zip(args.workdirs[::2], args.workdirs[1::2], strict=True))
+      plot_pads(pairs, args.output, split_list(args.labels), args.seed, _splits(args),
+                args.cache_dir)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  sys.exit(main())
