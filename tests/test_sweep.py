@@ -149,3 +149,130 @@ def test_report_puts_the_selection_rules_side_by_side(tmp_path):
     markdown = f.read()
   header = '| method | last | source_val | entropy | snd | iwv | dev | oracle |'
   assert header in markdown and '## selection rule: dev' in markdown
+
+
+DEPENDENT_SWEEP = textwrap.dedent(f"""
+    import json, os
+    CONFIG = {os.path.join(ROOT, 'configs', 'digits.py')!r}
+    COMMON = {{'compilation_cache_dir': '', 'data.data_dir': {TFDS_DIR!r}, 'total_steps': 3}}
+
+    def check_pretrained(run_dir, sweep_workdir):
+      # Runs in the sweep process once 'pretrain' is done, before 'finetune' trains.
+      with open(os.path.join(sweep_workdir, 'before.json'), 'w') as f:
+        json.dump({{'run_dir': run_dir, 'pretrain_done': os.path.exists(
+            os.path.join(sweep_workdir, 'pretrain', 'summary.json'))}}, f)
+
+    def runs():
+      yield {{'arg': 'tiny,method=source_only', 'needs': ['pretrain'], 'before': check_pretrained,
+             'overrides': {{**COMMON, 'init_from.path': '{{sweep_workdir}}/pretrain'}}}}
+      yield {{'name': 'pretrain', 'arg': 'tiny,method=source_only', 'overrides': COMMON}}
+""")
+
+
+def test_a_run_that_needs_another_starts_from_its_finished_workdir(tmp_path):
+  """The process executor with 2 slots would start both runs at once: the waves make the
+  fine-tuning run wait for the pretraining run, whose workdir it loads through {sweep_workdir}."""
+  import json
+  path = tmp_path / 'dependent_sweep.py'
+  path.write_text(DEPENDENT_SWEEP)
+  _, runs = sweep.load_sweep(str(path))
+  finetune = runs[0]['name']
+  assert [r['wave'] for r in runs] == [1, 0] and runs[1]['name'] == 'pretrain'
+  assert finetune == sweep.load_sweep(str(path))[1][0]['name']   # No workdir in the name.
+  workdir = str(tmp_path / 'runs')
+  outcomes = sweep.run_sweep(str(path), workdir, executor='process', parallel=2)
+  assert outcomes['trained'] == ['pretrain', finetune], outcomes
+  with open(os.path.join(workdir, 'before.json')) as f:
+    assert json.load(f) == {'run_dir': os.path.join(workdir, finetune), 'pretrain_done': True}
+  with open(os.path.join(workdir, finetune, 'init_from.txt')) as f:
+    assert ' new ' not in f.read()   # Every leaf loaded from the pretrained run.
+  with open(os.path.join(workdir, finetune, 'config.json')) as f:
+    assert json.load(f)['init_from']['path'] == os.path.join(workdir, 'pretrain')
+
+
+def test_a_run_whose_need_failed_is_blocked_and_bad_needs_are_one_line_errors(tmp_path, capsys):
+  def sweep_file(body):
+    path = tmp_path / 'needs_sweep.py'
+    path.write_text(f"CONFIG = 'configs/digits.py'\n{body}")
+    return str(path)
+
+  failing = sweep_file(textwrap.dedent("""
+      def broken(run_dir, sweep_workdir):
+        raise OSError('no checkpoint to grow')
+
+      def runs():
+        yield {'name': 'small', 'arg': 'tiny', 'before': broken}
+        yield {'name': 'grown', 'arg': 'tiny', 'needs': ['small']}
+        yield {'name': 'after_grown', 'arg': 'tiny', 'needs': ['grown', 'small']}
+  """))
+  _, runs = sweep.load_sweep(failing)
+  assert [r['wave'] for r in runs] == [0, 1, 2]
+  outcomes = sweep.run_sweep(failing, str(tmp_path / 'runs'))
+  assert outcomes['failed'] == ['small'] and outcomes['blocked'] == ['grown', 'after_grown']
+  assert 'no checkpoint to grow' in capsys.readouterr().err
+  for body, message in (
+      ("def runs():\n  yield {'name': 'a', 'needs': ['b']}\n", "needs 'b'"),
+      ("def runs():\n  yield {'name': 'a', 'needs': ['b']}\n  yield {'name': 'b', 'needs': "
+       "['a']}\n", 'cycle: a -> b -> a'),
+      ("def runs():\n  yield {'name': 'a/b'}\n", 'plain folder name'),
+      ("def runs():\n  yield {'name': 'a', 'before': 'grow'}\n", 'before must be a function')):
+    assert sweep.main([sweep_file(body), f'--workdir={tmp_path / "runs"}']) == 2
+    assert message in capsys.readouterr().err
+  assert sweep.main([sweep_file("def runs():\n  yield {}\n"), '--override', 'total_steps']) == 2
+  assert 'KEY=VALUE' in capsys.readouterr().err
+
+
+VERSUS_SWEEP = textwrap.dedent("""
+    CONFIG = 'configs/digits.py'
+    TABLE = {'rows': 'recipe', 'columns': 'k', 'seed': 'seed', 'title': 'versus',
+             'versus': 'scratch', 'notes': ['Anchor: 88.0 (a paper).', '| a | b |\\n|---|---|']}
+
+    def runs():
+      yield {'name': 'pretrain', 'arg': 'tiny'}
+      for recipe in ('scratch', 'finetune'):
+        for k in (10, 50):
+          for seed in (0, 1):
+            yield {'name': f'{recipe}_{k}_{seed}', 'arg': 'tiny',
+                   'needs': ['pretrain'] if recipe == 'finetune' else [],
+                   'labels': {'recipe': recipe, 'k': f'{k} / class', 'seed': seed}}
+""")
+# Hand-written summaries: (accuracy, wall_s, trainable parameters) per run.
+VERSUS_SUMMARIES = {
+    'scratch_10_0': (0.80, 10.0, 1000), 'scratch_10_1': (0.82, 12.0, 1000),
+    'scratch_50_0': (0.90, 10.0, 1000), 'scratch_50_1': (0.92, 12.0, 1000),
+    'finetune_10_0': (0.84, 22.0, 10), 'finetune_10_1': (0.86, 22.0, 10),
+    'finetune_50_0': (0.94, 22.0, 10), 'finetune_50_1': (0.92, 22.0, 10),
+    'pretrain': (0.50, 100.0, 1000)}
+
+
+def test_report_compares_transfer_with_the_scratch_row_and_writes_the_notes(tmp_path, capsys):
+  """Per-seed averages: scratch 85, 87 -> 86.0 ± 1.0; finetune 89, 89 -> 89.0 ± 0.0 (+3.0);
+  wall 11 s against 22 s (x2.00). The pretraining run is listed, not tabled."""
+  import json
+
+  from transfer_jax import report
+  path = tmp_path / 'versus_sweep.py'
+  path.write_text(VERSUS_SWEEP)
+  workdir, output = tmp_path / 'runs', str(tmp_path / 'table')
+  for name, (accuracy, wall_s, trainable) in VERSUS_SUMMARIES.items():
+    (workdir / name).mkdir(parents=True)
+    (workdir / name / 'summary.json').write_text(json.dumps({
+        'steps': 3, 'final': {'target/test/accuracy': accuracy}, 'wall_s': wall_s,
+        'trainable_param_count': trainable, 'param_count': 1000, 'git_commit': 'abcdef012345'}))
+  assert report.main([str(path), f'--workdir={workdir}', f'--output={output}']) == 0
+  with open(output + '.md') as md, open(output + '.tex') as tex:
+    markdown, latex = md.read(), tex.read()
+  assert '| recipe | 10 / class | 50 / class | avg |' in markdown
+  assert '| finetune | 85.0 ± 1.0 | 93.0 ± 1.0 | 89.0 ± 0.0 |' in markdown
+  assert ('| recipe | accuracy (avg over k) | Δ vs scratch | wall s / run | wall × scratch | '
+          'trainable params |') in markdown
+  assert '| scratch | 86.0 ± 1.0 | +0.0 | 11.0 | 1.00 | 1,000 |' in markdown
+  assert '| finetune | 89.0 ± 0.0 | +3.0 | 22.0 | 2.00 | 10 |' in markdown
+  assert '`pretrain`: target/test/accuracy 50.0, 100 s' in markdown
+  assert '\n\nAnchor: 88.0 (a paper).\n\n| a | b |\n|---|---|\n\n' in markdown
+  assert 'finetune & $89.0 \\pm 0.0$ & +3.0 & 22.0 & 2.00 & 10 \\\\' in latex
+  assert '% Anchor: 88.0 (a paper).\n% | a | b |\n% |---|---|' in latex
+  assert markdown.index('Transfer versus') < markdown.index('Anchor') < markdown.index('commit')
+  path.write_text(VERSUS_SWEEP.replace("'versus': 'scratch'", "'versus': 'scrach'"))
+  assert report.main([str(path), f'--workdir={workdir}', f'--output={output}']) == 2
+  assert "'scrach' is no row" in capsys.readouterr().err

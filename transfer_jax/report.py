@@ -1,5 +1,5 @@
 """Tables from a sweep's runs: `python -m transfer_jax.report experiments/NAME.py [--workdir=DIR]
-[--metric=KEY] [--output=experiments/NAME]`.
+[--metric=KEY] [--output=experiments/NAME] [--override KEY=VALUE ...]`.
 
 Reads only the runs' workdir files (summary.json), never a model. A sweep file may set
 
@@ -12,6 +12,16 @@ from `overrides={'seed': 0}`). Writes NAME.md (Markdown) and NAME.tex (LaTeX, bo
 std over seeds, a column per task plus their average (the average of each seed's tasks, then mean
 ± std), a row per method, and a footer naming the commit(s) the runs were made at and the
 command. Runs not finished yet are listed, not averaged.
+
+More TABLE keys:
+  'notes':  lines written under the table(s): paragraphs in the .md (a note may hold several
+            lines, e.g. a Markdown table), `%` comments in the .tex; anchors, protocol remarks.
+  'versus': the row of the from-scratch (no-transfer) baseline: adds a table with, per row, the
+            metric averaged over the columns (mean ± std over seeds), its difference to the
+            baseline's, the mean wall time per run (summary 'wall_s') and its ratio to the
+            baseline's, and the trainable parameters (summary 'trainable_param_count').
+Runs without the rows label that other runs need (a pretraining run, see transfer_jax/sweep.py)
+are not in the table: a line lists their final accuracies and wall time.
 """
 
 import argparse
@@ -28,7 +38,7 @@ from transfer_jax.training import workdir as workdir_lib
 
 DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
                  'metric': 'target/test/accuracy', 'scale': 100.0, 'title': '',
-                 'selection': False}
+                 'selection': False, 'notes': (), 'versus': ''}
 # Selection rules: the evaluation step each run is read at. 'last': the last step; the others
 # maximise a logged criterion (transfer_jax/selection.py); 'oracle' reads labelled target data
 # (target/oracle_val) and is an upper bound, not a rule a method may use.
@@ -48,26 +58,37 @@ def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
   return labels
 
 
-def collect(path: str, workdir: str, table: dict[str, Any],
-            rules: tuple[str, ...] = ('last',)) -> tuple[dict, list[str], set[str]]:
-  """{rule: {(row, column): {seed: value}}}, the unfinished runs, and the commits of the
-  finished ones. A rule's value is the metric at the evaluation that rule selects."""
-  module, runs = sweep_lib.load_sweep(path)
+def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ...] = ('last',),
+            extra_overrides: dict[str, Any] | None = None) -> tuple[dict, dict[str, Any]]:
+  """{rule: {(row, column): {seed: value}}} (a rule's value is the metric at the evaluation that
+  rule selects) and what else the report shows: {'missing': unfinished runs, 'commits': of the
+  finished ones, 'rows': every row label, 'costs': {row: {'wall_s': [...], 'trainable': [...]}},
+  'inputs': [(name, summary)] of the runs that others need and that are not in the table}."""
+  from transfer_jax.errors import UserError
+  module, runs = sweep_lib.load_sweep(path, extra_overrides)
+  needed = {need for run in runs for need in run['needs']}
   cells: dict[str, dict[tuple[str, str], dict[Any, float]]] = {rule: {} for rule in rules}
-  missing, commits = [], set()
+  info: dict[str, Any] = {'missing': [], 'commits': set(), 'rows': set(), 'costs': {},
+                          'inputs': []}
   for run in runs:
     labels = run_labels(module, run)
+    summary = workdir_lib.read_summary(os.path.join(workdir, run['name']))
+    if run['name'] in needed and table['rows'] not in labels:
+      info['inputs'].append((run['name'], summary))
+      continue
     for key in ('rows', 'columns', 'seed'):
       if table[key] and table[key] not in labels:
-        from transfer_jax.errors import UserError
         raise UserError(f'run {run["name"]} has no label {table[key]!r} (TABLE[{key!r}]); its '
                         f'labels are {sorted(labels)}')
-    summary = workdir_lib.read_summary(os.path.join(workdir, run['name']))
-    if summary is None or table['metric'] not in summary.get('final', {}):
-      missing.append(run['name'])
-      continue
-    commits.add(_short(summary.get('git_commit')))
     row = str(labels[table['rows']])
+    info['rows'].add(row)
+    if summary is None or table['metric'] not in summary.get('final', {}):
+      info['missing'].append(run['name'])
+      continue
+    info['commits'].add(_short(summary.get('git_commit')))
+    cost = info['costs'].setdefault(row, {'wall_s': [], 'trainable': []})
+    cost['wall_s'].append(summary.get('wall_s'))
+    cost['trainable'].append(summary.get('trainable_param_count'))
     column = str(labels[table['columns']]) if table['columns'] else table['metric']
     seed = labels[table['seed']] if table['seed'] else 0
     records = _eval_records(os.path.join(workdir, run['name']), table['metric'])
@@ -75,7 +96,7 @@ def collect(path: str, workdir: str, table: dict[str, Any],
       record = summary['final'] if rule == 'last' else selection.best_step(records, RULES[rule])
       if record is not None:
         cells[rule].setdefault((row, column), {})[seed] = table['scale'] * record[table['metric']]
-  return cells, missing, commits
+  return cells, info
 
 
 def _eval_records(run_dir: str, metric: str) -> list[dict[str, Any]]:
@@ -115,9 +136,88 @@ def format_tables(cells: dict, table: dict[str, Any], footer: str,
     md.append(f'| {row} | ' + ' | '.join(_md_cell(e) for e in entries) + ' |')
     tex.append(' & '.join([_tex(row)] + [f'${e[0]:.1f} \\pm {e[1]:.1f}$' if e else '--'
                                          for e in entries]) + ' \\\\')
-  md += ['', footer]
-  tex += ['\\bottomrule', '\\end{tabular}', f'% {footer}']
+  md += ['', footer] if footer else []
+  tex += ['\\bottomrule', '\\end{tabular}'] + ([f'% {footer}'] if footer else [])
   return '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
+
+
+def row_averages(cells: dict) -> dict[str, dict[Any, float]]:
+  """{row: {seed: the mean over the columns}}, for the seeds a row has in every column."""
+  columns = list(dict.fromkeys(c for _, c in cells))
+  averages = {}
+  for row in dict.fromkeys(r for r, _ in cells):
+    seeds = set.intersection(*(set(cells.get((row, c), {})) for c in columns))
+    if seeds:
+      averages[row] = {s: float(np.mean([cells[row, c][s] for c in columns])) for s in seeds}
+  return averages
+
+
+def versus_tables(cells: dict, costs: dict[str, dict[str, list]], table: dict[str, Any]
+                  ) -> tuple[str, str]:
+  """Markdown and LaTeX: each row against the baseline row TABLE['versus']: the metric averaged
+  over the columns, its difference, wall time per run and its ratio, trainable parameters."""
+  baseline = table['versus']
+  averages = row_averages(cells)
+  rows = [r for r in averages if r == baseline] + [r for r in averages if r != baseline]
+  base = averages.get(baseline)
+  base_mean = float(np.mean(list(base.values()))) if base else None
+  base_wall = _mean_wall(costs.get(baseline))
+  over = f'avg over {table["columns"]}' if table['columns'] else table['metric']
+  metric = table['metric'].rsplit('/', 1)[-1]
+  header = [table['rows'], f'{metric} ({over})', f'Δ vs {baseline}', 'wall s / run',
+            f'wall × {baseline}', 'trainable params']
+  md = [f'## Transfer versus {baseline}', '', '| ' + ' | '.join(header) + ' |',
+        '|---|' + '---|' * (len(header) - 1)]
+  tex = [f'% Transfer versus {_tex(baseline)}', '\\begin{tabular}{l' + 'r' * 5 + '}',
+         '\\toprule', ' & '.join(_tex(h).replace('Δ', '$\\Delta$').replace('×', '$\\times$')
+                                   for h in header) + ' \\\\', '\\midrule']
+  for row in rows:
+    values = list(averages[row].values())
+    mean, std = float(np.mean(values)), float(np.std(values))
+    wall = _mean_wall(costs.get(row))
+    delta = f'{mean - base_mean:+.1f}' if base_mean is not None else '–'
+    ratio = f'{wall / base_wall:.2f}' if wall is not None and base_wall else '–'
+    entries = [f'{mean:.1f} ± {std:.1f}' + ('' if len(values) > 1 else ' (1 seed)'), delta,
+               f'{wall:.1f}' if wall is not None else '–', ratio,
+               _param_count(costs.get(row, {}).get('trainable', []))]
+    md.append(f'| {row} | ' + ' | '.join(entries) + ' |')
+    tex.append(' & '.join([_tex(row), f'${mean:.1f} \\pm {std:.1f}$',
+                           *(e.replace('–', '--').replace(',', '{,}') for e in entries[1:])])
+               + ' \\\\')
+  md += ['', f'{table["metric"]} × {table["scale"]:g} averaged over the columns per seed, then '
+         f'mean ± std over seeds; Δ: the difference of the means to the {baseline} row; wall: '
+         'mean training seconds per run (summary wall_s; the runs it starts from not counted).']
+  if base is None:
+    md.append(f'(No finished {baseline} run yet: no differences.)')
+  tex += ['\\bottomrule', '\\end{tabular}']
+  return '\n'.join(md) + '\n', '\n'.join(tex) + '\n'
+
+
+def _mean_wall(cost: dict[str, list] | None) -> float | None:
+  walls = [w for w in (cost or {}).get('wall_s', []) if w is not None]
+  return float(np.mean(walls)) if walls else None
+
+
+def _param_count(counts: list) -> str:
+  counts = sorted({c for c in counts if c is not None})
+  if not counts:
+    return '–'
+  return f'{counts[0]:,}' if len(counts) == 1 else f'{counts[0]:,}–{counts[-1]:,}'
+
+
+def inputs_line(inputs: list[tuple[str, dict | None]], scale: float) -> str:
+  """One line on the runs the table's runs start from: final accuracies and wall time."""
+  parts = []
+  for name, summary in inputs:
+    if summary is None:
+      parts.append(f'`{name}` (not finished)')
+      continue
+    final = summary.get('final', {})
+    metrics = ', '.join(f'{key} {scale * value:.1f}' for key, value in sorted(final.items())
+                        if key.endswith('/accuracy'))
+    wall = summary.get('wall_s')
+    parts.append(f'`{name}`: {metrics}' + (f', {wall:.0f} s' if wall is not None else ''))
+  return 'Runs the table\'s runs start from (not in the table): ' + '; '.join(parts) + '.'
 
 
 def _with_selection(cells: dict, table: dict[str, Any], footer: str) -> tuple[str, str]:
@@ -141,7 +241,8 @@ def _with_selection(cells: dict, table: dict[str, Any], footer: str) -> tuple[st
       md, tex = format_tables(rule_cells, {**table, 'title': f'selection rule: {rule}'}, '')
       parts_md.append(md.replace('# selection rule', '## selection rule'))
       parts_tex.append(f'% selection rule: {rule}\n' + tex)
-  return '\n'.join(parts_md) + '\n' + footer + '\n', '\n'.join(parts_tex) + f'% {footer}\n'
+  end_md, end_tex = (f'\n{footer}\n', f'% {footer}\n') if footer else ('', '')
+  return '\n'.join(parts_md) + end_md, '\n'.join(parts_tex) + end_tex
 
 
 def _md_cell(entry: tuple[float, float, int] | None) -> str:
@@ -165,36 +266,62 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--metric', default='', help="default: TABLE['metric']")
   parser.add_argument('--output', default='', help='path without extension; default: next to '
                       'the sweep file')
+  parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
+                      help='as given to the sweep (the overrides are part of the run names)')
   args = parser.parse_args(argv)
   name = os.path.splitext(os.path.basename(args.sweep_file))[0]
   try:
-    module, _ = sweep_lib.load_sweep(args.sweep_file)
+    extra = sweep_lib.parse_overrides(args.override)
+    module, _ = sweep_lib.load_sweep(args.sweep_file, extra)
     table = {**DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
     if args.metric:
       table['metric'] = args.metric
     workdir = args.workdir or os.path.join('runs', name)
     rules = tuple(RULES) if table['selection'] else ('last',)
-    cells, missing, commits = collect(args.sweep_file, workdir, table, rules)
+    cells, info = collect(args.sweep_file, workdir, table, rules, extra)
     if not cells['last']:
       raise UserError(f'no finished run of {args.sweep_file} in {workdir}; run '
                       f'`python -m transfer_jax.sweep {args.sweep_file}` first')
+    if table['versus'] and table['versus'] not in info['rows']:
+      raise UserError(f"TABLE['versus'] = {table['versus']!r} is no row of the table; give one "
+                      f'of {sorted(info["rows"])}')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   command = 'python -m transfer_jax.report ' + ' '.join(argv if argv is not None else sys.argv[1:])
+  missing = info['missing']
   footer = (f'{table["metric"]} × {table["scale"]:g} at the last step, mean ± std over seeds. '
-            f'Runs made at commit {", ".join(sorted(commits))}; table by `{command}` at commit '
-            f'{_short(workdir_lib.git_commit())}.'
+            f'Runs made at commit {", ".join(sorted(info["commits"]))}; table by `{command}` at '
+            f'commit {_short(workdir_lib.git_commit())}.'
             + (f' Unfinished runs: {len(missing)}.' if missing else ''))
-  markdown, latex = format_tables(cells['last'], table, footer)
-  if table['selection']:
-    markdown, latex = _with_selection(cells, table, footer)
+  markdown, latex = render(cells, info, table, footer)
   output = args.output or os.path.splitext(args.sweep_file)[0]
   for ext, text in (('md', markdown), ('tex', latex)):
     with open(f'{output}.{ext}', 'w') as f:
       f.write(text)
   print(markdown + f'\nwritten: {output}.md, {output}.tex')
   return 0
+
+
+def render(cells: dict, info: dict[str, Any], table: dict[str, Any], footer: str
+           ) -> tuple[str, str]:
+  """The whole .md and .tex: the table(s), the versus table, the input runs, notes, footer."""
+  if table['selection']:
+    markdown, latex = _with_selection(cells, table, '')
+  else:
+    markdown, latex = format_tables(cells['last'], table, '')
+  md_parts, tex_parts = [markdown.rstrip('\n')], [latex.rstrip('\n')]
+  if table['versus']:
+    md, tex = versus_tables(cells['last'], info['costs'], table)
+    md_parts.append(md.rstrip('\n'))
+    tex_parts.append(tex.rstrip('\n'))
+  notes = list(table['notes'])
+  if info['inputs']:
+    notes.insert(0, inputs_line(info['inputs'], table['scale']))
+  md_parts += notes + [footer]
+  tex_parts += ['\n'.join(f'% {line}'.rstrip() for line in note.splitlines())
+                for note in notes + [footer]]
+  return '\n\n'.join(md_parts) + '\n', '\n'.join(tex_parts) + '\n'
 
 
 def _short(commit: str | None) -> str:

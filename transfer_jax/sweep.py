@@ -1,5 +1,5 @@
 """Sweeps: `python -m transfer_jax.sweep experiments/NAME.py [--workdir=DIR] [--parallel=N]
-[--executor=inline|process|submitit_local|slurm] [--dry_run]`.
+[--executor=inline|process|submitit_local|slurm] [--dry_run] [--override KEY=VALUE ...]`.
 
 A sweep file is a Python file that defines
 
@@ -17,6 +17,20 @@ gets a workdir named after its arg and overrides (readable, plus a hash of both)
 summary.json reports its last step is skipped; an interrupted run resumes from its checkpoint;
 a run being trained (a lock file `.sweep_lock` names its host and process) is left alone, and a
 lock whose process died on this host is taken over.
+
+Runs that start from other runs (fine-tuning a pretrained run, growing a small network): a run
+may carry
+  'name':   a fixed workdir name instead of the hashed one (for runs that others start from);
+  'needs':  names of runs that must be done first; the sweep runs in waves (a run's wave is one
+            more than the latest of its needs), and a run whose needs did not finish is left
+            'blocked' for the next invocation;
+  'before': a function (run_dir, sweep_workdir) called in the sweep process just before the
+            run trains (e.g. writing the .npz that its init_from.path loads).
+In string override values `{sweep_workdir}` stands for the sweep's workdir (absolute); it is
+replaced when the run starts and is not part of the run's name, so a moved sweep keeps its
+names: {'name': 'pretrain', ...} then {'needs': ['pretrain'], 'overrides': {'init_from.path':
+'{sweep_workdir}/pretrain'}}. `--override KEY=VALUE` adds an override to every run (a smoke
+test into a scratch --workdir: `--override total_steps=4`; the report takes the same flag).
 
 Executors: `inline` (default: one after another in this process, compiled steps shared through
 the persistent cache), `process` (`--parallel` N subprocesses of `transfer_jax.main`),
@@ -41,6 +55,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK_FILE = '.sweep_lock'
+SWEEP_WORKDIR = '{sweep_workdir}'   # Placeholder in override values (see the docstring).
+RUN_KEYS = ('arg', 'overrides', 'config', 'labels', 'name', 'needs', 'before')
 
 
 def grid(**axes: Any) -> Iterator[dict[str, Any]]:
@@ -68,8 +84,10 @@ def random_search(num: int, seed: int = 0, **distributions: Any) -> Iterator[dic
     yield draw
 
 
-def load_sweep(path: str) -> tuple[Any, list[dict[str, Any]]]:
-  """The sweep module and its runs, each {'arg', 'overrides', 'config', 'name', 'workdir'}."""
+def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None
+               ) -> tuple[Any, list[dict[str, Any]]]:
+  """The sweep module and its runs, each {'arg', 'overrides', 'config', 'labels', 'name',
+  'needs', 'before', 'wave'}; `extra_overrides` are added to every run (and to its name)."""
   from transfer_jax.errors import UserError
   if not os.path.isfile(path):
     raise UserError(f'no sweep file {path!r}; give experiments/NAME.py')
@@ -80,22 +98,53 @@ def load_sweep(path: str) -> tuple[Any, list[dict[str, Any]]]:
     raise UserError(f'{path} defines no runs(); a sweep file yields one dict per run')
   runs = []
   for run in module.runs():
-    unknown = set(run) - {'arg', 'overrides', 'config', 'labels'}
+    unknown = set(run) - set(RUN_KEYS)
     if unknown:
-      raise UserError(f'{path}: a run has unknown keys {sorted(unknown)}; use arg, overrides, '
-                      'config, labels')
+      raise UserError(f'{path}: a run has unknown keys {sorted(unknown)}; use '
+                      + ', '.join(RUN_KEYS))
     config = run.get('config', getattr(module, 'CONFIG', None))
     if not config:
       raise UserError(f'{path}: set CONFIG = "configs/NAME.py" or give each run a config')
-    overrides = dict(run.get('overrides', {}))
+    overrides = {**run.get('overrides', {}), **(extra_overrides or {})}
+    name = run.get('name') or run_name(config, run.get('arg', ''), overrides)
+    if not re.fullmatch(r'[A-Za-z0-9_.=+-]+', name) or name.startswith('.'):
+      raise UserError(f'{path}: run name {name!r} is not a plain folder name; use letters, '
+                      'digits and _.=+-')
+    if run.get('before') is not None and not callable(run['before']):
+      raise UserError(f'{path}: run {name}: before must be a function (run_dir, sweep_workdir)')
     runs.append({'config': config, 'arg': run.get('arg', ''), 'overrides': overrides,
                  'labels': dict(run.get('labels', {})),   # For reports; not part of the name.
-                 'name': run_name(config, run.get('arg', ''), overrides)})
+                 'name': name, 'needs': list(run.get('needs', ())),
+                 'before': run.get('before')})
   names = [r['name'] for r in runs]
   if len(set(names)) != len(names):
     duplicate = next(n for n in names if names.count(n) > 1)
     raise UserError(f'{path} yields the run {duplicate} twice; every run must differ')
+  _assign_waves(path, runs)
   return module, runs
+
+
+def _assign_waves(path: str, runs: list[dict[str, Any]]) -> None:
+  """Sets each run's 'wave': 0 without needs, else one more than the latest of its needs."""
+  from transfer_jax.errors import UserError
+  by_name = {run['name']: run for run in runs}
+  for run in runs:
+    for need in run['needs']:
+      if need not in by_name:
+        raise UserError(f'{path}: run {run["name"]} needs {need!r}, which the sweep does not '
+                        "yield; give the needed run a fixed 'name' and use it")
+
+  def wave(run, chain):
+    if 'wave' not in run:
+      if run['name'] in chain:
+        raise UserError(f'{path}: runs need each other in a cycle: '
+                        + ' -> '.join([*chain, run['name']]))
+      run['wave'] = 1 + max((wave(by_name[n], (*chain, run['name'])) for n in run['needs']),
+                            default=-1)
+    return run['wave']
+
+  for run in runs:
+    wave(run, ())
 
 
 def run_name(config: str, arg: str, overrides: dict[str, Any]) -> str:
@@ -116,17 +165,22 @@ def _spec(run: dict[str, Any]) -> str:
   return f'{path}:{run["arg"]}' if run['arg'] else path
 
 
-def _override_strings(run: dict[str, Any]) -> list[str]:
-  return [f'{key}={value}' for key, value in run['overrides'].items()]
+def _override_strings(run: dict[str, Any], sweep_workdir: str) -> list[str]:
+  """`key=value` strings, `{sweep_workdir}` replaced by the sweep's absolute workdir."""
+  root = os.path.abspath(sweep_workdir)
+  return [f'{key}={value.replace(SWEEP_WORKDIR, root) if isinstance(value, str) else value}'
+          for key, value in run['overrides'].items()]
 
 
 def status(run: dict[str, Any], workdir: str) -> str:
-  """'done' (summary at the last step), 'running' (a live lock), or 'todo'."""
+  """'done' (summary at the last step), 'running' (a live lock), or 'todo'. `workdir` is the
+  run's, inside the sweep's workdir."""
   from transfer_jax import config_lib
   from transfer_jax.training import workdir as workdir_lib
   summary = workdir_lib.read_summary(workdir)
   if summary is not None:
-    total = config_lib.load_config(_spec(run), _override_strings(run)).total_steps
+    overrides = _override_strings(run, os.path.dirname(os.path.abspath(workdir)))
+    total = config_lib.load_config(_spec(run), overrides).total_steps
     if summary.get('steps') == total:
       return 'done'
   holder = _lock_holder(workdir)
@@ -208,41 +262,84 @@ def _subprocess_run(spec: str, overrides: list[str], workdir: str) -> str:
 
 
 def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int = 1,
-              dry_run: bool = False) -> dict[str, list[str]]:
-  """Runs every run of the sweep that is not done; returns {outcome: [run names]}."""
+              dry_run: bool = False, extra_overrides: dict[str, Any] | None = None
+              ) -> dict[str, list[str]]:
+  """Runs every run of the sweep that is not done, wave by wave (see 'needs'); returns
+  {outcome: [run names]}."""
   from transfer_jax.errors import UserError
-  module, runs = load_sweep(path)
+  if executor not in ('inline', 'process', 'submitit_local', 'slurm'):
+    raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
+                    'or slurm')
+  module, runs = load_sweep(path, extra_overrides)
+  workdir = os.path.abspath(workdir)
   outcomes: dict[str, list[str]] = {'done': [], 'running': [], 'trained': [], 'skipped': [],
-                                    'failed': [], 'todo': []}
+                                    'failed': [], 'blocked': [], 'todo': []}
   todo = []
   for run in runs:
-    run_dir = os.path.join(workdir, run['name'])
-    state = status(run, run_dir)
+    state = status(run, os.path.join(workdir, run['name']))
     if state != 'todo':
       outcomes[state].append(run['name'])
     else:
-      todo.append((run, run_dir))
+      todo.append(run)
+  waves = sorted({run['wave'] for run in todo})
   print(f'sweep {path}: {len(runs)} runs, {len(outcomes["done"])} done, '
-        f'{len(outcomes["running"])} running elsewhere, {len(todo)} to run ({executor})')
+        f'{len(outcomes["running"])} running elsewhere, {len(todo)} to run in {len(waves)} '
+        f'wave(s) ({executor})')
   if dry_run:
-    outcomes['todo'] = [run['name'] for run, _ in todo]
+    for run in sorted(todo, key=lambda r: r['wave']):
+      print(f'  wave {run["wave"]}: {run["name"]}'
+            + (f' (needs {", ".join(run["needs"])})' if run['needs'] else ''))
+    outcomes['todo'] = [run['name'] for run in todo]
     return outcomes
-  jobs = [(run['name'], _spec(run), _override_strings(run), run_dir) for run, run_dir in todo]
+  finished = set(outcomes['done'])
+  for wave in waves:
+    ready = []
+    for run in (r for r in todo if r['wave'] == wave):
+      run_dir = os.path.join(workdir, run['name'])
+      waiting = [need for need in run['needs'] if need not in finished]
+      if waiting:
+        print(f'run {run["name"]} is blocked: {", ".join(waiting)} did not finish; rerun the '
+              'sweep once they are done', file=sys.stderr)
+        outcomes['blocked'].append(run['name'])
+        continue
+      if run['before'] is not None:
+        try:
+          run['before'](run_dir, workdir)
+        except Exception as e:  # noqa: BLE001 (its run fails, the sweep goes on)
+          print(f'run {run["name"]} failed before training: {type(e).__name__}: {e}',
+                file=sys.stderr)
+          outcomes['failed'].append(run['name'])
+          continue
+      ready.append((run['name'], _spec(run), _override_strings(run, workdir), run_dir))
+    for name, outcome in _execute(ready, executor, parallel, module, workdir):
+      outcomes[outcome].append(name)
+      if outcome == 'trained':
+        finished.add(name)
+  print('sweep finished: ' + ', '.join(f'{len(v)} {k}' for k, v in outcomes.items() if v))
+  return outcomes
+
+
+def _execute(jobs: list[tuple[str, str, list[str], str]], executor: str, parallel: int,
+             module: Any, workdir: str) -> list[tuple[str, str]]:
+  """Trains the jobs (name, spec, overrides, run_dir) of one wave; [(name, outcome)]."""
+  results: list[tuple[str, str]] = []
+  if not jobs:
+    return results
   if executor == 'inline':
     for name, spec, overrides, run_dir in jobs:
       print(f'== {name}', flush=True)
       try:
-        outcomes[train_run(spec, overrides, run_dir)].append(name)
+        results.append((name, train_run(spec, overrides, run_dir)))
       except Exception as e:  # noqa: BLE001 (one failed run must not stop the sweep)
         print(f'run {name} failed: {type(e).__name__}: {e}', file=sys.stderr)
-        outcomes['failed'].append(name)
+        results.append((name, 'failed'))
   elif executor == 'process':
     with concurrent.futures.ThreadPoolExecutor(max(parallel, 1)) as pool:
       futures = {pool.submit(_subprocess_run, spec, overrides, run_dir): name
                  for name, spec, overrides, run_dir in jobs}
       for future in concurrent.futures.as_completed(futures):
-        _collect(future, futures[future], outcomes)
-  elif executor in ('submitit_local', 'slurm'):
+        results.append((futures[future], _outcome(future, futures[future])))
+  else:
     import submitit
     folder = os.path.join(workdir, '.submitit')
     submit = (submitit.LocalExecutor(folder=folder) if executor == 'submitit_local'
@@ -251,22 +348,31 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
                              if executor == 'slurm' else {'timeout_min': 60})
     futures = {submit.submit(train_run, spec, overrides, run_dir): name
                for name, spec, overrides, run_dir in jobs}
-    for job, name in futures.items():
-      _collect(job, name, outcomes)
-  else:
-    raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
-                    'or slurm')
-  print('sweep finished: ' + ', '.join(f'{len(v)} {k}' for k, v in outcomes.items() if v))
-  return outcomes
+    results += [(name, _outcome(job, name)) for job, name in futures.items()]
+  return results
 
 
-def _collect(job: Any, name: str, outcomes: dict[str, list[str]]) -> None:
+def _outcome(job: Any, name: str) -> str:
+  """The outcome of a finished future or submitit job; 'failed' (printed) if it raised."""
   try:
-    outcomes[job.result()].append(name)
+    return job.result()
   except Exception as e:  # noqa: BLE001
     print(f'run {name} failed: {type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ""}',
           file=sys.stderr)
-    outcomes['failed'].append(name)
+    return 'failed'
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+  """{key: value} from `--override key=value` flags (values stay strings: the config parses
+  them)."""
+  from transfer_jax.errors import UserError
+  overrides = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or not key:
+      raise UserError(f'--override {item!r} is not KEY=VALUE; e.g. --override total_steps=4')
+    overrides[key] = value
+  return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,11 +384,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--executor', default='inline')
   parser.add_argument('--parallel', type=int, default=1, help='processes (--executor=process)')
   parser.add_argument('--dry_run', action='store_true', help='list what would run')
+  parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
+                      help='added to every run (and its name), e.g. total_steps=4')
   args = parser.parse_args(argv)
   name = os.path.splitext(os.path.basename(args.sweep_file))[0]
   workdir = args.workdir or os.path.join('runs', name)
   try:
-    outcomes = run_sweep(args.sweep_file, workdir, args.executor, args.parallel, args.dry_run)
+    outcomes = run_sweep(args.sweep_file, workdir, args.executor, args.parallel, args.dry_run,
+                         parse_overrides(args.override))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
