@@ -254,17 +254,20 @@ def plot_pads(pairs: Sequence[tuple[str, str]], output: str, labels: Sequence[st
     return proxy_a_distance(source.features, target.features, seed)
 
   pads = [(pad_of(before), pad_of(after)) for before, after in pairs]
-  fig, (ax,) = _panels(1, width=max(4.0, 1.2 * len(pairs) + 2))
+  fig, (ax,) = _panels(1, width=max(4.0, 1.2 * len(pairs) + 2), height=3.5)
   x = np.arange(len(pairs))
   for offset, (i, name) in zip((-0.2, 0.2), enumerate(('before', 'after')), strict=True):
     ax.bar(x + offset, [p[i] for p in pads], width=0.4, label=f'{name} adaptation')
-  ax.set(xticks=x, ylabel='proxy A-distance', ylim=(min(0.0, *(min(p) for p in pads)), 2.05))
+  ax.axhline(0.0, color='black', linewidth=0.8)
+  ax.set(xticks=x, ylabel='proxy A-distance',
+         ylim=(min(0.0, *(min(p) for p in pads)) - 0.05, 2.05))
   ax.set_xticklabels(labels, rotation=20 if len(pairs) > 3 else 0)
   ax.legend(fontsize='small')
   save_figure(fig, output)
   with open(output + '.json', 'w') as f:
     json.dump([{'label': label, 'before': b, 'after': a, 'runs': list(pair)}
-               for label, (b, a), pair in zip(labels, pads, pairs, strict=True)], f, indent=2)
+               for label, (b, a), pair in zip(labels, pads, pairs, strict=True)], f, indent=2,
+              ensure_ascii=False)
   print(format_pads(pads, labels))
   return pads
 
@@ -290,13 +293,14 @@ def _run_title(workdir: str) -> str:
 
 # ------------------------------------------------------------------------------------ drawing
 
-def _panels(count: int, width: float = 4.0):
-  """A figure of `count` panels (at most 4 a row) on the Agg canvas, and its axes in order."""
+def _panels(count: int, width: float = 4.0, height: float | None = None):
+  """A figure of `count` panels (at most 4 a row) of `width` x `height` inches (default 0.8
+  `width`) on the Agg canvas, and its axes in order."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   per_row = min(count, 4)
   rows = -(-count // per_row)
-  fig = Figure(figsize=(width * per_row, 0.8 * width * rows), layout='constrained')
+  fig = Figure(figsize=(width * per_row, (height or 0.8 * width) * rows), layout='constrained')
   FigureCanvasAgg(fig)
   axes = fig.subplots(rows, per_row, squeeze=False).ravel()
   for ax in axes[count:]:
