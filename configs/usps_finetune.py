@@ -18,7 +18,9 @@ on the USPS test split (2007); MNIST test accuracy is reported too (forgetting).
   python -m transfer_jax.main --config=configs/usps_finetune.py:recipe=l2_sp,labels=10 \\
       --workdir=runs/t5_l2sp_10 --config.init_from.path=runs/mnist_pretrain \\
       --config.data.manual_dir=../shared/datasets
-The full table: `python -m experiments.t5_usps_finetune` (see experiments/t5_usps_finetune.md).
+The full table (a sweep: the pretraining run, then 7 recipes x 3 budgets x 3 seeds):
+  python -m transfer_jax.sweep experiments/t5_usps_finetune.py
+  python -m transfer_jax.report experiments/t5_usps_finetune.py   # experiments/t5_usps_finetune.md
 """
 
 import ml_collections

@@ -1,28 +1,76 @@
-"""T6: Net2Net growth of an MNIST-trained conv net, fine-tuned on USPS, against the large net
-trained from scratch: accuracy versus steps and steps to a fixed accuracy.
+"""T6 sweep: Net2Net growth of an MNIST-trained conv net, fine-tuned on USPS, against the large net
+trained from scratch, at two USPS learning rates.
 
-  python -m experiments.t6_net2net [--seeds 0,1,2] [--threshold 90] [--noise 0.01]
+  python -m transfer_jax.sweep experiments/t6_net2net.py
+  python -m transfer_jax.report experiments/t6_net2net.py
+  python -m experiments.t6_net2net          # accuracy versus steps, steps to 90 %
 
-Per seed: pretrain the small net on MNIST (configs/net2net_digits.py:stage=pretrain), grow it
-(transfer/net2net.py: widen block 0 to 32 and block 1 to 64 channels, insert an identity conv
-block after block 1; `--noise` breaks the symmetry of copied units), save it as .npz, check that
-the grown net computes the small net's outputs, fine-tune it on USPS (stage=grown), and train
-the same large net from scratch (stage=scratch). Writes experiments/t6_net2net.md and the plot
-experiments/t6_net2net.{png,pdf}. Finished runs are read back, not rerun.
+Per seed: pretrain the small net on MNIST (run `pretrain_seedS`: configs/net2net_digits.py:
+stage=pretrain); before each grown run, grow it (transfer/net2net.py: widen block 0 to 32 and
+block 1 to 64 channels, insert an identity conv block after block 1; NOISE breaks the symmetry
+of copied units), check that the grown net computes the small net's outputs, save it as
+`grown_seedS.npz` in the sweep's workdir; fine-tune it on USPS (stage=grown) and train the same
+large net from scratch (stage=scratch), each at every learning rate of LEARNING_RATES. The
+report writes experiments/t6_net2net.{md,tex}; running this file reads the finished runs and
+draws experiments/t6_net2net.{png,pdf}. A smoke test in seconds:
+  python -m transfer_jax.sweep experiments/t6_net2net.py --workdir=/tmp/t6 \\
+      --override total_steps=4
 """
 
 import argparse
+import functools
 import json
 import os
+import sys
 
 import numpy as np
 
-from experiments.common import ROOT, SHARED_DATA, cell, git_commit, runner
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = 'configs/net2net_digits.py'
+SEEDS = (0, 1, 2)
+LEARNING_RATES = (0.05, 0.01)   # USPS learning rate of both the grown and the scratch runs.
+NOISE = 0.01                    # Symmetry-breaking noise on the copied units (transfer/net2net.py).
+MAX_GROWTH_GAP = 1e-4           # Largest |grown - small| logit before noise that counts as exact.
+DATA = {'data.manual_dir': '../shared/datasets'}
+TABLE = {'rows': 'init', 'columns': 'lr', 'seed': 'seed', 'versus': 'scratch',
+         'title': 'T6: Net2Net growth (MNIST -> USPS) against training the large net from scratch',
+         'notes': [
+             'USPS test accuracy (%) at the last step (600 steps); selection rule: none. The '
+             'small net (conv 16 -> 32) is pretrained on MNIST per seed (runs pretrain_seedS '
+             'above: source/test is MNIST test, target/test is USPS test without USPS labels). '
+             'grown = the small net widened (16 -> 32, 32 -> 64 channels) and deepened (an '
+             f'identity conv block), with symmetry-breaking noise {NOISE}, then trained on all '
+             'USPS labels; scratch = the same large net from a fresh initialisation. Both train '
+             'with SGD momentum 0.9, batch 64, and the column\'s constant learning rate '
+             '(configs/net2net_digits.py).',
+             'Before the noise, the grown net computes the small net\'s logits to within '
+             f'{MAX_GROWTH_GAP:g} (checked before every grown run). `python -m '
+             'experiments.t6_net2net` prints these gaps and the steps to 90 % and draws the '
+             'accuracy versus steps:',
+             '![T6 accuracy versus steps](t6_net2net.png)']}
+
+
+def runs():
+  """The pretraining run of each seed, then grown and scratch runs per learning rate and seed."""
+  for seed in SEEDS:
+    yield {'name': f'pretrain_seed{seed}', 'arg': 'stage=pretrain',
+           'overrides': {'seed': seed, **DATA}}
+  for lr in LEARNING_RATES:
+    for stage in ('grown', 'scratch'):
+      for seed in SEEDS:
+        run = {'arg': f'stage={stage}',
+               'overrides': {'seed': seed, 'optimizer.learning_rate': lr, **DATA},
+               'labels': {'init': stage, 'lr': f'lr {lr:g}', 'seed': seed}}
+        if stage == 'grown':
+          run['overrides']['init_from.path'] = f'{{sweep_workdir}}/grown_seed{seed}.npz'
+          run['needs'] = [f'pretrain_seed{seed}']
+          run['before'] = functools.partial(grow_pretrained, seed=seed)
+        yield run
 
 
 def grow(pretrain_dir: str, output: str, seed: int, noise: float) -> float:
-  """Grows the pretrained small model; returns max |grown - small| logits on random inputs
-  before noise (the function-preservation check)."""
+  """Grows the pretrained small model into `output` (.npz); returns max |grown - small| logits
+  on random inputs before noise (the function-preservation check)."""
   import jax
 
   from transfer_jax import config_lib
@@ -31,8 +79,7 @@ def grow(pretrain_dir: str, output: str, seed: int, noise: float) -> float:
   from transfer_jax.transfer import net2net
   from transfer_jax.transfer.params import save_flat
 
-  config = config_lib.load_config(os.path.join(ROOT, 'configs', 'net2net_digits.py:'
-                                               'stage=pretrain'))
+  config = config_lib.load_config(os.path.join(ROOT, CONFIG + ':stage=pretrain'))
   model = build_model(config.model, 10)
   state = load_state(os.path.join(pretrain_dir, 'checkpoints'), None)
   variables = {'params': state['params'], **state['model_state']}
@@ -52,6 +99,19 @@ def grow(pretrain_dir: str, output: str, seed: int, noise: float) -> float:
   return gap
 
 
+def grow_pretrained(run_dir: str, sweep_workdir: str, seed: int) -> None:
+  """A grown run's `before`: grows pretrain_seedS into grown_seedS.npz (and its gap into
+  grown_seedS.json); fails if the grown net does not compute the small net's function."""
+  del run_dir  # The .npz is shared by the grown runs of every learning rate.
+  output = os.path.join(sweep_workdir, f'grown_seed{seed}')
+  gap = grow(os.path.join(sweep_workdir, f'pretrain_seed{seed}'), output + '.npz', seed, NOISE)
+  with open(output + '.json', 'w') as f:
+    json.dump({'seed': seed, 'noise': NOISE, 'max_logit_gap_before_noise': gap}, f)
+  print(f'grown pretrain_seed{seed} -> {output}.npz (logit gap before noise {gap:.1e})')
+  if gap > MAX_GROWTH_GAP:
+    raise RuntimeError(f'the grown net differs from the small one by {gap:.1e} before noise')
+
+
 def steps_to(steps: np.ndarray, accuracies: np.ndarray, threshold: float) -> int | None:
   """The first evaluated step at which the accuracy reaches `threshold` (None: never)."""
   reached = np.flatnonzero(accuracies >= threshold)
@@ -59,6 +119,7 @@ def steps_to(steps: np.ndarray, accuracies: np.ndarray, threshold: float) -> int
 
 
 def curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, USPS test accuracy in %) at every evaluation of a run."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
   evals = [r for r in records if 'target/test/accuracy' in r]
@@ -66,91 +127,66 @@ def curve(workdir: str) -> tuple[np.ndarray, np.ndarray]:
           np.array([100 * r['target/test/accuracy'] for r in evals]))
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--seeds', default='0,1,2')
+def main(argv: list[str] | None = None) -> None:
+  """Reads the finished USPS runs: prints the growth gaps and the steps to `--threshold`, and
+  draws accuracy versus steps (one panel per learning rate, mean ± std over seeds)."""
+  sys.path.insert(0, ROOT)
+  from transfer_jax import sweep
+
+  parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+  parser.add_argument('--workdir', default=os.path.join('runs', 't6_net2net'))
   parser.add_argument('--threshold', type=float, default=90.0, help='accuracy (%%) to reach')
-  parser.add_argument('--noise', type=float, default=0.01)
-  parser.add_argument('--lr', type=float, default=0.0,
-                      help='learning rate of both USPS runs (0: the config\'s, 0.05); output '
-                      'files get the suffix _lrLR')
-  parser.add_argument('--workdir', default=os.path.join(ROOT, 'runs', 't6'))
-  parser.add_argument('--manual_dir', default=SHARED_DATA)
-  args = parser.parse_args()
-  run = runner(args.manual_dir)
-  seeds = [int(s) for s in args.seeds.split(',')]
-  summaries, curves, gaps = {}, {}, []
-  for seed in seeds:
-    pretrain_dir = os.path.join(args.workdir, 'pretrain', f'seed{seed}')
-    summaries['pretrain', seed] = run('net2net_digits.py:stage=pretrain', pretrain_dir,
-                                      [f'seed={seed}'])
-    grown_path = os.path.join(args.workdir, f'grown_seed{seed}.npz')
-    gaps.append(grow(pretrain_dir, grown_path, seed, args.noise))
-    for stage in ('grown', 'scratch'):
-      workdir = os.path.join(args.workdir, stage, f'seed{seed}')
-      overrides = [f'seed={seed}'] + ([f'init_from.path={grown_path}'] if stage == 'grown' else [])
-      if args.lr:
-        overrides.append(f'optimizer.learning_rate={args.lr}')
-        workdir = os.path.join(args.workdir, f'{stage}_lr{args.lr:g}', f'seed{seed}')
-      summaries[stage, seed] = run(f'net2net_digits.py:stage={stage}', workdir, overrides)
-      curves[stage, seed] = curve(workdir)
+  parser.add_argument('--output', default=os.path.join(ROOT, 'experiments', 't6_net2net'))
+  parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
+                      help='as given to the sweep')
+  args = parser.parse_args(argv)
+  _, all_runs = sweep.load_sweep(os.path.abspath(__file__), sweep.parse_overrides(args.override))
+  curves = {}
+  for run in all_runs:
+    run_dir = os.path.join(args.workdir, run['name'])
+    if run['labels'] and os.path.exists(os.path.join(run_dir, 'summary.json')):
+      labels = run['labels']
+      curves.setdefault((labels['lr'], labels['init']), []).append(curve(run_dir))
+  if not curves:
+    raise SystemExit(f'no finished USPS run in {args.workdir}; run the sweep first')
+  for seed in SEEDS:
+    path = os.path.join(args.workdir, f'grown_seed{seed}.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        print(f'seed {seed}: grown net logit gap before noise '
+              f'{json.load(f)["max_logit_gap_before_noise"]:.1e}')
 
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  for stage, color in (('grown', 'tab:blue'), ('scratch', 'tab:orange')):
-    steps = curves[stage, seeds[0]][0]
-    values = np.stack([curves[stage, s][1] for s in seeds])
-    mean, std = values.mean(0), values.std(0)
-    label = 'Net2Net-grown from MNIST' if stage == 'grown' else 'large net from scratch'
-    ax.plot(steps, mean, color=color, label=label)
-    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
-  ax.axhline(args.threshold, color='grey', linestyle=':', linewidth=1)
-  ax.set_xlabel('USPS training step')
-  ax.set_ylabel('USPS test accuracy (%)')
-  ax.set_title(f'T6: Net2Net growth vs scratch ({len(seeds)} seeds, mean ± std)')
-  ax.legend(loc='lower right')
+  lrs = list(dict.fromkeys(lr for lr, _ in curves))
+  fig, axes = plt.subplots(1, len(lrs), figsize=(5 * len(lrs), 3.5), squeeze=False)
+  print(f'| lr | init | steps to {args.threshold:g} % |\n|---|---|---|')
+  for ax, lr in zip(axes[0], lrs, strict=True):
+    for stage, color in (('grown', 'tab:blue'), ('scratch', 'tab:orange')):
+      seeds = curves.get((lr, stage), [])
+      if not seeds:
+        continue
+      length = min(len(steps) for steps, _ in seeds)
+      values = np.stack([accuracy[:length] for _, accuracy in seeds])
+      mean, std = values.mean(0), values.std(0)
+      label = 'Net2Net-grown from MNIST' if stage == 'grown' else 'large net from scratch'
+      ax.plot(seeds[0][0][:length], mean, color=color, label=label)
+      ax.fill_between(seeds[0][0][:length], mean - std, mean + std, color=color, alpha=0.2)
+      reached = [steps_to(steps, accuracy, args.threshold) for steps, accuracy in seeds]
+      cell = (f'{np.mean(reached):.0f} ± {np.std(reached):.0f}' if None not in reached
+              else f'{sum(r is not None for r in reached)}/{len(reached)} seeds reached it')
+      print(f'| {lr} | {stage} | {cell} |')
+    ax.axhline(args.threshold, color='grey', linestyle=':', linewidth=1)
+    ax.set_xlabel('USPS training step')
+    ax.set_ylabel('USPS test accuracy (%)')
+    ax.set_title(f'{lr} ({len(seeds)} seeds, mean ± std)')
+    ax.legend(loc='lower right')
+  fig.suptitle('T6: Net2Net growth vs scratch')
   fig.tight_layout()
-  name = 't6_net2net' + (f'_lr{args.lr:g}' if args.lr else '')
   for ext in ('png', 'pdf'):
-    fig.savefig(os.path.join(ROOT, 'experiments', f'{name}.{ext}'), dpi=150)
-
-  def steps_cell(stage):
-    reached = [steps_to(*curves[stage, s], args.threshold) for s in seeds]
-    if any(r is None for r in reached):
-      return f'{sum(r is not None for r in reached)}/{len(seeds)} seeds reached it'
-    return f'{np.mean(reached):.0f} ± {np.std(reached):.0f}'
-
-  pretrained = [100 * summaries['pretrain', s]['final']['source/test/accuracy'] for s in seeds]
-  zero_shot = [100 * summaries['pretrain', s]['final']['target/test/accuracy'] for s in seeds]
-  first = {stage: [curves[stage, s][1][0] for s in seeds] for stage in ('grown', 'scratch')}
-  lines = [
-      '# T6: Net2Net growth (MNIST -> USPS) against training the large net from scratch', '',
-      f'Small net pretrained on MNIST: {cell(pretrained)} % on MNIST test, {cell(zero_shot)} % '
-      'on USPS test without USPS labels. Grown net = small net widened (16 -> 32, 32 -> 64 '
-      'channels) and deepened (an identity conv block), then trained on all USPS labels; '
-      f'before the symmetry-breaking noise ({args.noise}) it computes the small net\'s logits to '
-      f'{max(gaps):.1e} (max over seeds). Scratch = the same large net from a fresh '
-      f'initialisation. USPS test accuracy (%), mean ± std over seeds {args.seeds}; selection '
-      'rule: none (the last step).', '',
-      f'| run | at step {int(curves["grown", seeds[0]][0][0])} | final '
-      f'(step {int(curves["grown", seeds[0]][0][-1])}) | steps to {args.threshold:.0f} % | '
-      'trainable params |',
-      '|---|---|---|---|---|']
-  for stage in ('grown', 'scratch'):
-    final = [100 * summaries[stage, s]['final']['target/test/accuracy'] for s in seeds]
-    lines.append(f'| {stage} | {cell(first[stage])} | {cell(final)} | {steps_cell(stage)} | '
-                 f'{summaries[stage, seeds[0]]["trainable_param_count"]:,} |')
-  lr = args.lr or 0.05
-  lines += ['', f'![T6 accuracy versus steps]({name}.png)', '',
-            f'Commit {git_commit()}; command: `python -m experiments.t6_net2net --seeds '
-            f'{args.seeds} --threshold {args.threshold:g} --noise {args.noise:g}'
-            + (f' --lr {args.lr:g}' if args.lr else '') + '`. Config: configs/net2net_digits.py '
-            f'(SGD momentum 0.9, USPS learning rate {lr:g} constant for both runs, batch 64).']
-  with open(os.path.join(ROOT, 'experiments', f'{name}.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+    fig.savefig(f'{args.output}.{ext}', dpi=150)
+  print(f'written: {args.output}.png, {args.output}.pdf')
 
 
 if __name__ == '__main__':

@@ -276,3 +276,16 @@ def test_report_compares_transfer_with_the_scratch_row_and_writes_the_notes(tmp_
   path.write_text(VERSUS_SWEEP.replace("'versus': 'scratch'", "'versus': 'scrach'"))
   assert report.main([str(path), f'--workdir={workdir}', f'--output={output}']) == 2
   assert "'scrach' is no row" in capsys.readouterr().err
+
+
+def test_the_t5_and_t6_sweep_files_start_their_transfer_runs_from_their_pretraining_runs():
+  _, t5 = sweep.load_sweep(os.path.join(ROOT, 'experiments', 't5_usps_finetune.py'))
+  assert len(t5) == 1 + 7 * 3 * 3 and t5[0]['name'] == 'pretrain_mnist'
+  transfer = [run for run in t5 if run['needs']]
+  assert len(transfer) == 6 * 3 * 3 and all(r['wave'] == 1 for r in transfer)
+  assert {r['overrides']['init_from.path'] for r in transfer} == {'{sweep_workdir}/pretrain_mnist'}
+  _, t6 = sweep.load_sweep(os.path.join(ROOT, 'experiments', 't6_net2net.py'))
+  grown = [run for run in t6 if run['labels'].get('init') == 'grown']
+  assert len(t6) == 3 + 2 * 2 * 3 and len(grown) == 6
+  assert all(callable(r['before']) and r['needs'] == [f'pretrain_seed{r["labels"]["seed"]}']
+             for r in grown)
