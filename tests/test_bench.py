@@ -17,3 +17,14 @@ def test_resnet_step_reports_positive_figures():
   assert step['mfu'] is None and step['device_kind'] == 'cpu'  # No peak is known for CPUs.
   assert summary['benchmark'] == 'resnet_step_summary' and summary['jax_steps_per_s'] > 0
   assert 'ratio' not in summary  # --no_torch.
+
+
+def test_vectorized_benchmark_reports_both_modes_and_the_speedup():
+  from conftest import TFDS_DIR
+  from transfer_jax.bench import vectorized
+  args = ['--config', 'configs/digits.py:tiny', '--override', f'data.data_dir={TFDS_DIR}',
+          '--runs', '2', '--steps', '2', '--repeats', '1']
+  summary = vectorized.main(args)
+  assert summary['benchmark'] == 'vectorized_step_summary' and summary['speedup'] > 0
+  summary = vectorized.main(args + ['--end_to_end', '--vary', 'trade_off'])
+  assert summary['sequential_s'] > 0 and summary['vectorized_s'] > 0

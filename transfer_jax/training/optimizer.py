@@ -20,16 +20,19 @@ from transfer_jax.objectives.schedules import dann_annealing
 from transfer_jax.transfer.params import compile_regex, param_names
 
 
-def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int,
+                           learning_rate: Any = None) -> optax.Schedule:
+  """The schedule of `cfg.schedule` from `learning_rate` (default: cfg.learning_rate)."""
+  base = cfg.learning_rate if learning_rate is None else learning_rate
   if cfg.schedule == 'constant':
-    return optax.constant_schedule(cfg.learning_rate)
+    return optax.constant_schedule(base)
   if cfg.schedule == 'dann_annealing':
-    return dann_annealing(cfg.learning_rate, total_steps, cfg.anneal_alpha, cfg.anneal_beta)
+    return dann_annealing(base, total_steps, cfg.anneal_alpha, cfg.anneal_beta)
   if cfg.schedule == 'cosine':
-    return optax.cosine_decay_schedule(cfg.learning_rate, total_steps)
+    return optax.cosine_decay_schedule(base, total_steps)
   if cfg.schedule == 'step':
     boundaries = {int(b * total_steps): cfg.step_factor for b in cfg.step_boundaries}
-    return optax.piecewise_constant_schedule(cfg.learning_rate, boundaries)
+    return optax.piecewise_constant_schedule(base, boundaries)
   raise UserError(f"unknown config.optimizer.schedule={cfg.schedule!r}; choose one of "
                   "['constant', 'cosine', 'dann_annealing', 'step']")
 
@@ -54,18 +57,19 @@ def frozen_until(step: int) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
-def _rule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _rule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule, weight_decay: Any,
+          decay: bool) -> optax.GradientTransformation:
   if cfg.name == 'sgd':
     rule = optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
   elif cfg.name == 'adam':
     rule = optax.adam(schedule)
   elif cfg.name == 'adamw':
-    return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+    return optax.adamw(schedule, weight_decay=weight_decay)
   else:
     raise UserError(f"unknown config.optimizer.name={cfg.name!r}; choose sgd, adam or adamw")
-  if cfg.weight_decay:
+  if decay:
     # Coupled L2 weight decay, as in torch.optim.SGD(weight_decay=...).
-    rule = optax.chain(optax.add_decayed_weights(cfg.weight_decay), rule)
+    rule = optax.chain(optax.add_decayed_weights(weight_decay), rule)
   return rule
 
 
@@ -99,10 +103,20 @@ def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict
   return jax.tree.unflatten(jax.tree.structure(params), labels), groups
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
-                    params: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Returns the optimizer and its base learning-rate schedule (for logging)."""
-  schedule = learning_rate_schedule(cfg, total_steps)
+def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, params: Any,
+                    learning_rate: Any = None, weight_decay: Any = None,
+                    decay: bool | None = None) -> tuple[optax.GradientTransformation,
+                                                        optax.Schedule]:
+  """Returns the optimizer and its base learning-rate schedule (for logging).
+
+  `learning_rate` / `weight_decay` replace the config's values and may be traced arrays: a
+  vectorized step (transfer_jax.training.vectorized) builds its optimizer inside the step from
+  each run's values. `decay`: whether weight decay is applied at all (default: the config's
+  weight_decay is non-zero); the optimizer state does not depend on either value."""
+  learning_rate = cfg.learning_rate if learning_rate is None else learning_rate
+  weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
+  decay = bool(cfg.weight_decay) if decay is None else decay
+  schedule = learning_rate_schedule(cfg, total_steps, learning_rate)
   labels, groups = group_labels(cfg, params)
   transforms = {}
   for label, group in groups.items():
@@ -110,7 +124,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int,
       transforms[label] = optax.set_to_zero()
       continue
     multiplier, start = group
-    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count))
+    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count), weight_decay, decay)
     transforms[label] = (optax.chain(frozen_until(start), rule, frozen_until(start)) if start
                          else rule)
   if len(transforms) == 1 and 'frozen' not in transforms:

@@ -26,8 +26,10 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharding(mesh: Mesh, run_axis: bool = False) -> NamedSharding:
+  """Batches split on their example axis; `run_axis`: after a leading axis of vectorized runs."""
+  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS) if run_axis
+                       else PartitionSpec(DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -41,7 +43,8 @@ def check_divisible(global_batch_size: int, mesh: Mesh, what: str) -> None:
                      f'use a multiple of {mesh.size} (the batch size is global, over all devices)')
 
 
-def to_global(local_batch, mesh: Mesh):
-  """Assembles each process's slice of a batch into global arrays sharded on the data axis."""
-  sharding = batch_sharding(mesh)
+def to_global(local_batch, mesh: Mesh, run_axis: bool = False):
+  """Assembles each process's slice of a batch into global arrays sharded on the data axis
+  (`run_axis`: the batch has a leading axis of vectorized runs)."""
+  sharding = batch_sharding(mesh, run_axis)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)

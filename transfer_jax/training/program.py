@@ -23,6 +23,7 @@ from transfer_jax.training import parallel
 from transfer_jax.training.optimizer import build_optimizer
 from transfer_jax.training.state import TrainState
 from transfer_jax.training.step import (
+  hparams_of,
   make_centroid_step,
   make_eval_step,
   make_fisher_step,
@@ -44,6 +45,9 @@ class Program:
   state_sharding: Any           # Replicated over the mesh, leaf by leaf.
   init_state: Callable[[jax.Array], TrainState]      # Jitted, with output shardings.
   train_step: Callable[..., tuple[TrainState, dict]]  # Jitted (state, batch, rng), state donated.
+  hparams: dict[str, jax.Array]  # The config's HPARAMS values, which train_step passes on.
+  step_fn: Callable   # The unjitted step (state, batch, rng, hparams), for vectorized runs.
+  init_fn: Callable   # The unjitted initialisation rng -> state.
   eval_step: Callable[..., dict]                      # Jitted (state, batch) -> sums.
   fisher_step: Callable[..., Any]                     # Jitted (state, batch) -> squared grads.
   reset_batch_stats: Callable[..., TrainState]        # Jitted: BatchNorm means 0, variances 1.
@@ -54,9 +58,12 @@ class Program:
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tuple[int, ...],
-                  num_classes: int, task_classes: dict[str, int] | None = None) -> Program:
+                  num_classes: int, task_classes: dict[str, int] | None = None,
+                  decay: bool | None = None) -> Program:
   """Builds the model and optimizer from `config` and compiles-on-first-call the steps;
-  `task_classes`: the number of classes of each task head (config.tasks.*.head)."""
+  `task_classes`: the number of classes of each task head (config.tasks.*.head); `decay`:
+  whether the step applies weight decay (default: config.optimizer.weight_decay is non-zero; a
+  vectorized group whose runs differ in weight decay sets it)."""
   method = get_method(config.method.name)
   regularizer = get_regularizer(config.regularizer.name)
   model = build_model(config.model, num_classes, method.heads, task_classes)
@@ -74,7 +81,8 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
   abstract_params = abstract_variables['params']
   transferred = (pretrained.loaded_mask(abstract_params) if pretrained is not None
                  else jax.tree.map(lambda _: False, abstract_params))
-  optimizer, schedule = build_optimizer(config.optimizer, config.total_steps, abstract_params)
+  optimizer, _ = build_optimizer(config.optimizer, config.total_steps, abstract_params,
+                                 decay=decay)
 
   def init_state(rng, loaded: dict[str, jax.Array]) -> TrainState:
     variables = merge(init_variables(rng), loaded)
@@ -114,15 +122,18 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
                              rngs={'dropout': jax.random.key(0)})
     return state.replace(model_state={**state.model_state, **updated})
 
+  step_fn = make_train_step(model, method, regularizer, transferred, config, decay)
+  jitted_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, replicated,
+                                               replicated),
+                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  hparams = jax.device_put(hparams_of(config), replicated)
   return Program(
       model=model, method=method, regularizer=regularizer, optimizer=optimizer,
       streams=streams_used(config, method), pretrained=pretrained,
       abstract_state=abstract_state, state_sharding=state_sharding,
       init_state=lambda rng: jitted_init(rng, loaded),
-      train_step=jax.jit(
-          make_train_step(model, optimizer, schedule, method, regularizer, transferred, config),
-          in_shardings=(state_sharding, batch_sharding, replicated),
-          out_shardings=(state_sharding, replicated), donate_argnums=(0,)),
+      train_step=functools.partial(_call_with, jitted_step, hparams),
+      hparams=hparams, step_fn=step_fn, init_fn=lambda rng: init_state(rng, loaded),
       eval_step=jax.jit(make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
                         out_shardings=replicated, static_argnums=(2,)),
       fisher_step=jax.jit(make_fisher_step(model), in_shardings=(state_sharding, batch_sharding),
@@ -137,6 +148,11 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
       centroid_step=jax.jit(make_centroid_step(model, num_classes),
                             in_shardings=(state_sharding, batch_sharding, replicated),
                             out_shardings=replicated))
+
+
+def _call_with(step: Callable, hparams: dict[str, jax.Array], state: TrainState,
+               batch: dict[str, Any], rng: jax.Array) -> tuple[TrainState, dict]:
+  return step(state, batch, rng, hparams)
 
 
 def _predict(model: TransferModel, state: TrainState, batch: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from transfer_jax.objectives import losses
 from transfer_jax.objectives.methods import Method, StepContext, nearest_centroid, shot_features
 from transfer_jax.objectives.regularizers import Regularizer, RegularizerContext
 from transfer_jax.objectives.schedules import progress, ramp
+from transfer_jax.training.optimizer import build_optimizer
 from transfer_jax.training.state import TrainState
 
 STREAMS = ('source', 'target', 'target_labeled')  # The fixed streams (tasks add their own).
@@ -53,17 +54,35 @@ def streams_used(config: ml_collections.ConfigDict, method: Method) -> tuple[str
   return tuple(used)
 
 
-def make_train_step(model: TransferModel, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, method: Method, regularizer: Regularizer,
-                    transferred: Any, config: ml_collections.ConfigDict) -> Callable:
-  """Builds the step for `config`; `transferred` marks the parameters loaded by init_from."""
+# The hyperparameters a step takes as arguments rather than from the config: runs that differ
+# only in these (and the seed) can train together, vmapped over a run axis (vectorized.py).
+HPARAMS = {'trade_off': 'method.trade_off', 'learning_rate': 'optimizer.learning_rate',
+           'weight_decay': 'optimizer.weight_decay'}
+
+
+def hparams_of(config: ml_collections.ConfigDict) -> dict[str, jnp.ndarray]:
+  """The step's hyperparameter arguments from `config`, as float32 scalars."""
+  return {name: jnp.asarray(config[path.split('.')[0]][path.split('.')[1]], jnp.float32)
+          for name, path in HPARAMS.items()}
+
+
+def make_train_step(model: TransferModel, method: Method, regularizer: Regularizer,
+                    transferred: Any, config: ml_collections.ConfigDict,
+                    decay: bool | None = None) -> Callable:
+  """Builds the step `(state, batch, rng, hparams) -> (state, metrics)` for `config`;
+  `transferred` marks the parameters loaded by init_from; `hparams` holds the values of HPARAMS
+  (`hparams_of(config)` for this config); `decay`: whether weight decay is applied at all
+  (default: the config's weight_decay is non-zero)."""
   total_steps = config.total_steps
   objective = config.objective
   order = stream_order(config)
   tasks = {f'task_{name}': (name, task) for name, task in config.get('tasks', {}).items()}
 
-  def train_step(state: TrainState, batch: dict[str, Any],
-                 rng: jax.Array) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+  def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array,
+                 hparams: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    # The optimizer state's structure does not depend on the values: built here from them.
+    optimizer, schedule = build_optimizer(config.optimizer, total_steps, state.params,
+                                          hparams['learning_rate'], hparams['weight_decay'], decay)
     rng = jax.random.fold_in(rng, state.step)
     dropout_rng, method_rng = jax.random.split(rng)
     streams = [name for name in order if name in batch]
@@ -127,7 +146,7 @@ def make_train_step(model: TransferModel, optimizer: optax.GradientTransformatio
 
         ctx = StepContext(
             step=state.step, progress=p, rng=method_rng, config=config.method,
-            trade_off=config.method.trade_off * ramp(config.method.trade_off_schedule, p),
+            trade_off=hparams['trade_off'] * ramp(config.method.trade_off_schedule, p),
             discriminate=head(TransferModel.discriminate),
             adversary=head(TransferModel.adversarial_logits),
             classify=head(TransferModel.classify), fuse=head(TransferModel.fuse),

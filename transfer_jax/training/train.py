@@ -4,6 +4,7 @@
 changes the loss (see `transfer_jax.objectives.methods`); nothing here is method-specific.
 """
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from jax.sharding import Mesh
 from transfer_jax import data as data_lib
 from transfer_jax.errors import UserError
 from transfer_jax.objectives.methods import get_method
-from transfer_jax.training import evaluation, parallel, writers
+from transfer_jax.training import evaluation, parallel, vectorized, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
 from transfer_jax.training.optimizer import group_labels
@@ -36,17 +37,53 @@ class NonFiniteLossError(RuntimeError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mesh: Mesh | None = None) -> dict[str, Any]:
   """Trains (or resumes) the run `config` in `workdir` and returns its summary."""
+  return train_runs([config], [workdir], mesh)[0]
+
+
+@dataclasses.dataclass
+class _Run:
+  """What the loop keeps for each run it trains."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  checkpointer: Checkpointer
+  best_checkpointer: Checkpointer | None
+  metrics_log: writers.MetricsLog
+  best: dict[str, Any] = dataclasses.field(default_factory=lambda: {'value': None})
+  previous_wall_s: float = 0.0
+  failed: str = ''          # Why the run stopped (a non-finite loss), if it did.
+
+
+def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
+               mesh: Mesh | None = None) -> list[dict[str, Any]]:
+  """Trains (or resumes) runs that differ only in their seed and the step's hyperparameters
+  (`vectorized.VECTOR_KEYS`) and returns their summaries. One run trains with the plain step;
+  several train together, their step vmapped over a run axis (transfer_jax.training.vectorized).
+  Every workdir ends up as its run alone would have left it."""
   called = time.perf_counter()
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  vectorized.check_group(configs)
+  if len(set(map(os.path.abspath, workdirs))) != len(configs):
+    raise UserError('give each run its own workdir (one per config)')
+  config, count = configs[0], len(configs)
   is_main = jax.process_index() == 0
-  if is_main:
-    workdir_lib.check_or_write_config(config, workdir)
-  summary = workdir_lib.read_summary(workdir)
-  if summary and summary.get('steps') == config.total_steps:
-    print(f'run in {workdir} already finished at step {summary["steps"]}; nothing to do '
-          f'(its results are in {workdir_lib.SUMMARY_FILE})')
-    return summary
+  runs = []
+  for run_config, workdir in zip(configs, workdirs, strict=True):
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+      workdir_lib.check_or_write_config(run_config, workdir)
+    runs.append(workdir)
+  summaries = [workdir_lib.read_summary(w) for w in runs]
+  finished = [bool(s) and s.get('steps') == c.total_steps
+              for s, c in zip(summaries, configs, strict=True)]
+  if all(finished):
+    for workdir, summary in zip(runs, summaries, strict=True):
+      print(f'run in {workdir} already finished at step {summary["steps"]}; nothing to do '
+            f'(its results are in {workdir_lib.SUMMARY_FILE})')
+    return summaries
+  if any(finished):
+    done = [w for w, f in zip(runs, finished, strict=True) if f]
+    raise UserError(f'some of the runs given to train together are finished ({", ".join(done)}); '
+                    'give only the others')
 
   mesh = mesh or parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.batch_size, mesh, 'config.batch_size')
@@ -54,49 +91,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   domains = load_domains(config)
   evaluation.check(config, domains)
   tasks = config.get('tasks', {})
+  decay = any(c.optimizer.weight_decay for c in configs) if count > 1 else None
   program = build_program(config, mesh, domains['target'].input_shape,
                           domains['labels'].num_classes,
                           {t.head: domains[f'task_{n}'].num_classes for n, t in tasks.items()
-                           if t.head})
+                           if t.head}, decay=decay)
   # Made by a jitted function with replicated outputs: valid on meshes spanning several processes.
   replicated = parallel.replicated(mesh)
-  init_rng, train_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
-                                out_shardings=(replicated, replicated))()
-
+  split = jax.jit(lambda seed: tuple(jax.random.split(jax.random.key(seed))), static_argnums=0,
+                  out_shardings=(replicated, replicated))
+  keys = [split(c.seed) for c in configs]
+  init_rng, train_rng = (keys[0] if count == 1
+                         else (vectorized.stack(k) for k in zip(*keys, strict=True)))
+  # Runs with one seed read one data order: the batch is loaded once and shared.
+  shared_batch = len({c.seed for c in configs}) == 1
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  iterators = make_iterators(program.streams, domains, config, process)
+  iterators = [make_iterators(program.streams, domains, c, process)
+               for c in (configs[:1] if shared_batch else configs)]
   if program.pretrained is not None and is_main:
-    _report_pretrained(program, workdir)
-
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints)
-  best_checkpointer = (Checkpointer(os.path.join(workdir, 'best'), 1)
-                       if config.best_checkpoint_metric else None)
-  best = {'value': None}  # Same on every process: eval metrics are replicated.
-  if best_checkpointer is not None and best_checkpointer.latest_step() is not None:
-    best['value'] = best_checkpointer.read_extra(best_checkpointer.latest_step())['value']
-  metrics_log = writers.MetricsLog(os.path.join(workdir, workdir_lib.METRICS_FILE))
-  previous_wall_s = 0.0
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, extra = checkpointer.restore(
-        latest, abstract_with_shardings(program.abstract_state, program.state_sharding))
-    for name, iterator in iterators.items():
-      iterator.set_state(extra['iterators'][name])
-    previous_wall_s = extra['wall_s']
-    if is_main:
-      metrics_log.truncate_after(latest)
-    print(f'resuming {workdir} from its checkpoint at step {latest}')
+    for workdir in runs:
+      _report_pretrained(program, workdir)
+  if count > 1:
+    init_states, train_step = vectorized.vectorize(program, mesh, shared_batch)
+    hparams = vectorized.stacked_hparams(configs, mesh)
   else:
-    state = program.init_state(init_rng)
+    init_states, train_step, hparams = program.init_state, program.train_step, None
+
+  runs = [_Run(c, w, Checkpointer(os.path.join(w, 'checkpoints'), c.keep_checkpoints),
+               Checkpointer(os.path.join(w, 'best'), 1) if c.best_checkpoint_metric else None,
+               writers.MetricsLog(os.path.join(w, workdir_lib.METRICS_FILE)))
+          for c, w in zip(configs, runs, strict=True)]
+  for run in runs:  # Same on every process: eval metrics are replicated.
+    if run.best_checkpointer is not None and run.best_checkpointer.latest_step() is not None:
+      run.best['value'] = run.best_checkpointer.read_extra(
+          run.best_checkpointer.latest_step())['value']
+  latest = [run.checkpointer.latest_step() for run in runs]
+  if len(set(latest)) > 1:
+    raise UserError(f'the runs given to train together have checkpoints at different steps '
+                    f'({latest}); resume them one by one')
+  latest = latest[0]
+  abstract = abstract_with_shardings(program.abstract_state, program.state_sharding)
+  if latest is not None:
+    states = []
+    for i, run in enumerate(runs):
+      run_state, extra = run.checkpointer.restore(latest, abstract)
+      states.append(run_state)
+      if i < len(iterators):
+        for name, iterator in iterators[i].items():
+          iterator.set_state(extra['iterators'][name])
+      run.previous_wall_s = extra['wall_s']
+      if is_main:
+        run.metrics_log.truncate_after(latest)
+    state = states[0] if count == 1 else vectorized.stack(states)
+    print(f'resuming {", ".join(run.workdir for run in runs)} from the checkpoint at step {latest}')
+  else:
+    state = init_states(init_rng)
     if program.regularizer.needs_fisher:
-      state = estimate_fisher(program, state, domains['source'], config, mesh, process)
+      state = _per_run(lambda s, c: estimate_fisher(program, s, domains['source'], c, mesh,
+                                                    process), state, configs)
   refresh_every = 0
   if program.method.needs_centroids:  # Re-clustered every refresh_every steps, from step 0.
     train_size = len(domains['target'].splits['train'])
     refresh_every = config.method.shot_refresh_every or -(-train_size // config.batch_size)
-  train_step, eval_step = program.train_step, program.eval_step
+  eval_step = program.eval_step
 
-  def evaluate(state: TrainState) -> dict[str, float]:
+  def evaluate(state: TrainState, config: ml_collections.ConfigDict) -> dict[str, float]:
     results = {}
     target_state = state
     if config.model.get('batch_norm', 'train') == 'adabn':
@@ -118,19 +177,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       results.update(evaluation.selection_record(program, state, domains, config, mesh, process))
     return results
 
-  writer = writers.create_writer(workdir, is_main)
+  def run_state(index: int) -> TrainState:
+    return state if count == 1 else vectorized.unstack(state, index)
+
+  run_writers = [writers.create_writer(run.workdir, is_main) for run in runs]
   step = latest or 0
   if step == 0 and is_main:
-    writer.write_hparams(workdir_lib.config_to_dict(config))
+    for run, writer in zip(runs, run_writers, strict=True):
+      writer.write_hparams(workdir_lib.config_to_dict(run.config))
   progress = writers.Progress(config.total_steps, step)
   start = time.perf_counter()
   start_step = step
   pending: list[dict[str, jax.Array]] = []
   while step < config.total_steps:
     if refresh_every and step % refresh_every == 0:
-      state = cluster_target(program, state, domains['target'], config, mesh, process)
-    local_batch = {name: next(iterator) for name, iterator in iterators.items()}
-    state, metrics = train_step(state, parallel.to_global(local_batch, mesh), train_rng)
+      state = _per_run(lambda s, c: cluster_target(program, s, domains['target'], c, mesh,
+                                                   process), state, configs)
+    local = [{name: next(it) for name, it in streams.items()} for streams in iterators]
+    if count == 1 or shared_batch:
+      batch = parallel.to_global(local[0], mesh)
+    else:
+      batch = parallel.to_global(jax.tree.map(lambda *x: np.stack(x), *local), mesh,
+                                 run_axis=True)
+    if count == 1:
+      state, metrics = train_step(state, batch, train_rng)
+    else:
+      state, metrics = train_step(state, batch, train_rng, hparams)
     step += 1
     if step == start_step + 1:  # Data loading, compilation (or cache hit) and one step.
       jax.block_until_ready(metrics)
@@ -139,60 +211,99 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     log_now = step % config.log_every_steps == 0 or step == config.total_steps
     eval_now = step % config.eval_every_steps == 0 or step == config.total_steps
     save_now = step % config.checkpoint_every_steps == 0 or step == config.total_steps
-    wall_s = previous_wall_s + time.perf_counter() - start
+    wall_s = time.perf_counter() - start
     if log_now or eval_now or save_now:
-      bad_step = int(state.first_nonfinite_step)
-      if bad_step >= 0:
-        checkpointer.wait()
-        good = checkpointer.latest_step()
-        kept = (f'the last good checkpoint (step {good}) is kept in {workdir}/checkpoints'
-                if good is not None else 'no checkpoint had been saved before it')
-        raise NonFiniteLossError(
-            f'the loss became NaN or Inf at step {bad_step} (noticed at step {step}); {kept}; '
-            'lower config.optimizer.learning_rate or check the data')
-    record = {}
+      _check_finite(runs, np.atleast_1d(jax.device_get(state.first_nonfinite_step)), step)
     if log_now:
-      record.update(_mean(jax.device_get(pending)))
-      record['train/steps_per_s'] = (step - start_step) / (time.perf_counter() - start)
+      means = _mean(jax.device_get(pending), count)
       pending = []
-    if eval_now:
-      record.update(evaluate(state))
-      if best_checkpointer is not None:
-        _save_if_best(best_checkpointer, config.best_checkpoint_metric, record, step, state,
-                      best)
-    if record and is_main:
-      metrics_log.write(step, wall_s, record)
-      writer.write_scalars(step, record)
-    if save_now:
-      extra = {'iterators': {n: it.get_state() for n, it in iterators.items()}, 'wall_s': wall_s}
-      checkpointer.save(step, state, extra)
-    progress.update(step, record or None)
-  for manager in filter(None, (checkpointer, best_checkpointer)):
-    manager.wait()
-    manager.close()
-  writer.close()   # Also ends its background thread (one per run otherwise).
+    for index, (run, writer) in enumerate(zip(runs, run_writers, strict=True)):
+      if run.failed:
+        continue
+      record = {}
+      if log_now:
+        record.update(means[index])
+        record['train/steps_per_s'] = (step - start_step) / (time.perf_counter() - start)
+      if eval_now:
+        record.update(evaluate(run_state(index), run.config))
+        if run.best_checkpointer is not None:
+          _save_if_best(run.best_checkpointer, run.config.best_checkpoint_metric, record, step,
+                        run_state(index), run.best)
+      if record and is_main:
+        run.metrics_log.write(step, run.previous_wall_s + wall_s, record)
+        writer.write_scalars(step, record)
+      if save_now:
+        stream_states = iterators[0 if shared_batch else index]
+        extra = {'iterators': {n: it.get_state() for n, it in stream_states.items()},
+                 'wall_s': run.previous_wall_s + wall_s}
+        run.checkpointer.save(step, run_state(index), extra)
+      if index == 0:
+        progress.update(step, record or None)
+  for run in runs:
+    for manager in filter(None, (run.checkpointer, run.best_checkpointer)):
+      manager.wait()
+      manager.close()
+  for writer in run_writers:
+    writer.close()   # Also ends its background thread (one per run otherwise).
 
   train_seconds = time.perf_counter() - start
-  final, best = workdir_lib.final_and_best(metrics_log.read() if is_main else [])
-  summary = {
-      'steps': step,
-      'wall_s': round(previous_wall_s + train_seconds, 3),
-      'examples_per_s': round(2 * config.batch_size * (step - start_step) / train_seconds, 1)
-                        if step > start_step else None,
-      'final': final,
-      'best': best,
-      'param_count': count_params(state.params),
-      'trainable_param_count': trainable_count(config, state.params),
-      'time_to_first_step_s': round(first_step_s, 3) if step > start_step else None,
-      'device_count': mesh.size,
-      'process_count': jax.process_count(),
-      'jax_version': jax.__version__,
-      'git_commit': workdir_lib.git_commit(),
-  }
-  if is_main:
-    workdir_lib.write_summary(workdir, summary)
-    logging.info('finished %s: %s', workdir, final)
-  return summary
+  summaries = []
+  for index, run in enumerate(runs):
+    if run.failed:
+      summaries.append(None)
+      continue
+    final, best = workdir_lib.final_and_best(run.metrics_log.read() if is_main else [])
+    params = run_state(index).params
+    summary = {
+        'steps': step,
+        'wall_s': round(run.previous_wall_s + train_seconds, 3),
+        'examples_per_s': round(2 * config.batch_size * (step - start_step) / train_seconds, 1)
+                          if step > start_step else None,
+        'final': final,
+        'best': best,
+        'param_count': count_params(params),
+        'trainable_param_count': trainable_count(run.config, params),
+        'time_to_first_step_s': round(first_step_s, 3) if step > start_step else None,
+        'device_count': mesh.size,
+        'process_count': jax.process_count(),
+        'jax_version': jax.__version__,
+        'git_commit': workdir_lib.git_commit(),
+    }
+    if count > 1:  # Wall time and throughput are the group's, shared by its runs.
+      summary['vectorized_runs'] = count
+    if is_main:
+      workdir_lib.write_summary(run.workdir, summary)
+      logging.info('finished %s: %s', run.workdir, final)
+    summaries.append(summary)
+  failed = [run for run in runs if run.failed]
+  if failed:
+    raise NonFiniteLossError('; '.join(run.failed for run in failed)
+                             + (f' (the other {count - len(failed)} runs finished)'
+                                if count > len(failed) else ''))
+  return summaries
+
+
+def _check_finite(runs: list[_Run], first_nonfinite: np.ndarray, step: int) -> None:
+  """Marks runs whose loss became NaN or Inf as failed (their last good checkpoint is kept);
+  raises once no run is left (a single run raises at once)."""
+  for run, bad_step in zip(runs, first_nonfinite.tolist(), strict=True):
+    if bad_step < 0 or run.failed:
+      continue
+    run.checkpointer.wait()
+    good = run.checkpointer.latest_step()
+    kept = (f'the last good checkpoint (step {good}) is kept in {run.workdir}/checkpoints'
+            if good is not None else 'no checkpoint had been saved before it')
+    run.failed = (f'{run.workdir}: the loss became NaN or Inf at step {bad_step} (noticed at '
+                  f'step {step}); {kept}; lower config.optimizer.learning_rate or check the data')
+  if all(run.failed for run in runs):
+    raise NonFiniteLossError('; '.join(run.failed for run in runs))
+
+
+def _per_run(fn, state: TrainState, configs: list[ml_collections.ConfigDict]) -> TrainState:
+  """`fn(state, config)` applied to each run's state (states stacked on a run axis if several)."""
+  if len(configs) == 1:
+    return fn(state, configs[0])
+  return vectorized.stack([fn(vectorized.unstack(state, i), c) for i, c in enumerate(configs)])
 
 
 def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain]:
@@ -336,5 +447,10 @@ def trainable_count(config: ml_collections.ConfigDict, params: Any) -> int:
   return count_params(params) - int(sum(frozen))
 
 
-def _mean(metrics: list[dict[str, Any]]) -> dict[str, float]:
-  return {key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}
+def _mean(metrics: list[dict[str, Any]], count: int) -> list[dict[str, float]]:
+  """Each run's mean of each metric over the steps logged (metrics carry a run axis if
+  count > 1)."""
+  if count == 1:
+    return [{key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}]
+  return [{key: float(np.mean([m[key][i] for m in metrics])) for key in metrics[0]}
+          for i in range(count)]

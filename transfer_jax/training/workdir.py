@@ -40,7 +40,7 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> No
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    changed = [k for k in _differences(old, new) if k not in RUNTIME_KEYS
+    changed = [k for k in differences(old, new) if k not in RUNTIME_KEYS
                and not (_lookup(old, k) == '<missing>' and k in ADDED_KEYS
                         and _lookup(new, k) == ADDED_KEYS[k])]
     if changed:
@@ -59,11 +59,12 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
   return tree
 
 
-def _differences(old: Any, new: Any, prefix: str = '') -> list[str]:
+def differences(old: Any, new: Any, prefix: str = '') -> list[str]:
+  """The dotted keys whose values differ between two config dicts."""
   if isinstance(old, dict) and isinstance(new, dict):
     out = []
     for key in sorted(set(old) | set(new)):
-      out += _differences(old.get(key, '<missing>'), new.get(key, '<missing>'), f'{prefix}{key}.')
+      out += differences(old.get(key, '<missing>'), new.get(key, '<missing>'), f'{prefix}{key}.')
     return out
   return [] if old == new else [prefix.rstrip('.')]
 

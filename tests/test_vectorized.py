@@ -1,0 +1,80 @@
+"""Vectorized runs: several runs trained together, vmapped over a run axis, leave the same
+workdirs, metrics and parameters as the same runs trained one by one."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_digits
+from test_train import _read_jsonl, assert_same_training
+from transfer_jax.errors import UserError
+from transfer_jax.training import train, vectorized
+from transfer_jax.training.checkpoint import load_params
+
+# Three runs that differ in the seed and in all three step hyperparameters.
+VARIED = [dict(seed=0), dict(seed=1, **{'method.trade_off': 0.3}),
+          dict(seed=2, **{'optimizer.learning_rate': 0.05, 'optimizer.weight_decay': 1e-3})]
+# One seed (the batch is shared), two trade-offs.
+SAME_SEED = [dict(seed=4), dict(seed=4, **{'method.trade_off': 0.1})]
+
+
+def _configs(settings, **common):
+  return [tiny_digits(**common, **s) for s in settings]
+
+
+@pytest.fixture(scope='module')
+def one_by_one(tmp_path_factory):
+  root = tmp_path_factory.mktemp('one_by_one')
+  workdirs = []
+  for i, config in enumerate(_configs(VARIED + SAME_SEED)):
+    workdirs.append(str(root / str(i)))
+    train.train_and_evaluate(config, workdirs[-1])
+  return workdirs
+
+
+@pytest.mark.parametrize('group', ['varied', 'same_seed'])
+def test_vectorized_runs_equal_one_by_one_runs(group, one_by_one, tmp_path):
+  settings, expected = ((VARIED, one_by_one[:3]) if group == 'varied'
+                        else (SAME_SEED, one_by_one[3:]))
+  workdirs = [str(tmp_path / str(i)) for i in range(len(settings))]
+  summaries = train.train_runs(_configs(settings), workdirs)
+  assert [s['vectorized_runs'] for s in summaries] == [len(settings)] * len(settings)
+  for got, want in zip(workdirs, expected, strict=True):
+    assert_same_training(got, want, atol=1e-5)
+    assert sorted(os.listdir(os.path.join(got, 'checkpoints'))) == ['3', '6']
+    with open(os.path.join(got, 'summary.json')) as f:
+      assert json.load(f)['steps'] == 6
+  # The runs differ from one another (so the comparison above could fail).
+  with open(os.path.join(workdirs[0], 'summary.json')) as a, \
+       open(os.path.join(workdirs[1], 'summary.json')) as b:
+    assert json.load(a)['final'] != json.load(b)['final']
+
+
+def test_an_interrupted_group_resumes_to_the_same_result(one_by_one, tmp_path):
+  workdirs = [str(tmp_path / str(i)) for i in range(3)]
+  configs = _configs(VARIED)
+  train.train_runs(configs, workdirs)
+  for workdir in workdirs:   # As if killed between the checkpoints at steps 3 and 6.
+    os.remove(os.path.join(workdir, 'summary.json'))
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))
+  train.train_runs(configs, workdirs)
+  for got, want in zip(workdirs, one_by_one[:3], strict=True):
+    # Training metrics logged at step 4 average steps 3-4 in one run and step 4 alone after the
+    # resume: compare the evaluations and the final parameters.
+    got_eval, want_eval = (_read_jsonl(os.path.join(w, 'metrics.jsonl'))[-1] for w in (got, want))
+    for key in ('source/test/loss', 'target/test/loss', 'target/test/accuracy'):
+      np.testing.assert_allclose(got_eval[key], want_eval[key], atol=1e-5)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5),
+                 load_params(got), load_params(want))
+
+
+def test_runs_that_differ_in_other_keys_are_refused(tmp_path):
+  configs = [tiny_digits(), tiny_digits('method=dan')]
+  with pytest.raises(UserError, match='may differ only in seed.*method.name'):
+    train.train_runs(configs, [str(tmp_path / 'a'), str(tmp_path / 'b')])
+  assert vectorized.differing_keys(_configs(VARIED)) == [
+      'method.trade_off', 'optimizer.learning_rate', 'optimizer.weight_decay', 'seed']

@@ -1,0 +1,149 @@
+"""K vectorized runs against the same K runs one after another, on the same machine.
+
+  python -m transfer_jax.bench.vectorized [--config configs/office_caltech_surf.py:method=dann]
+      [--runs 8] [--vary seed|trade_off|learning_rate] [--steps 100] [--repeats 3]
+      [--end_to_end --total_steps 500] [--manual_dir ../shared/datasets] [--override k=v ...]
+
+Step mode (default): the training step that trains (`build_program`), on real batches of the
+config's data fetched beforehand (data loading is not timed). Sequential: each of the K runs
+takes `--steps` steps with the plain jitted step; vectorized: the K runs take `--steps` steps
+together with the vmapped step (transfer_jax.training.vectorized). Prints a JSON line per mode
+(median over `--repeats`, runs x steps per second) and the speed-up.
+
+End-to-end mode (`--end_to_end`): whole runs through the loop, with data loading, evaluation and
+checkpoints: K calls of `train_and_evaluate` against one `train_runs` of the K configs (fresh
+workdirs under a temporary folder, the persistent compilation cache as configured: compile or
+cache-hit time is included in both).
+
+`--vary` picks what the runs differ in: seeds 0..K-1 (each run its own data order), or K
+trade-offs / learning rates with seed 0 (one shared data order, the batch passed once).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from transfer_jax import config_lib
+from transfer_jax.bench.common import median_rate, peak_rss_mib, report
+from transfer_jax.training import parallel, runtime, train, vectorized
+from transfer_jax.training.program import build_program
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VARY = {'seed': lambda i: [f'seed={i}'],
+        'trade_off': lambda i: ['seed=0', f'method.trade_off={0.1 * (i + 1):.1f}'],
+        'learning_rate': lambda i: ['seed=0', f'optimizer.learning_rate={0.005 * (i + 1):g}']}
+
+
+def _configs(args) -> list:
+  spec = args.config if os.path.isabs(args.config.split(':')[0]) else os.path.join(ROOT,
+                                                                                   args.config)
+  common = [f'data.manual_dir={args.manual_dir}', *args.override] + (
+      [f'total_steps={args.total_steps}'] if args.total_steps else [])
+  return [config_lib.load_config(spec, common + VARY[args.vary](i)) for i in range(args.runs)]
+
+
+def step_mode(args, configs) -> dict:
+  config = configs[0]
+  runtime.setup(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  domains = train.load_domains(config)
+  decay = any(c.optimizer.weight_decay for c in configs)
+  program = build_program(config, mesh, domains['target'].input_shape,
+                          domains['labels'].num_classes, decay=decay)
+  process = dict(process_index=0, process_count=1)
+  shared = args.vary != 'seed'
+  batches = []   # Per run (one list if shared): `steps` batches on the devices.
+  for c in configs[:1] if shared else configs:
+    streams = train.make_iterators(program.streams, domains, c, process)
+    batches.append([parallel.to_global({n: next(it) for n, it in streams.items()}, mesh)
+                    for _ in range(args.steps)])
+  programs = [build_program(c, mesh, domains['target'].input_shape,
+                            domains['labels'].num_classes, decay=decay) for c in configs]
+  states = [p.init_state(jax.random.key(c.seed)) for p, c in zip(programs, configs, strict=True)]
+  rngs = [jax.random.key(c.seed + 1) for c in configs]
+
+  def sequential(count):
+    for i, p in enumerate(programs):
+      for step in range(count):
+        states[i], metrics = p.train_step(states[i], batches[0 if shared else i][step], rngs[i])
+      jax.block_until_ready(metrics)
+
+  init, vector_step = vectorized.vectorize(program, mesh, shared)
+  vector = {'state': init(vectorized.stack([jax.random.key(c.seed) for c in configs]))}
+  vector_rngs = vectorized.stack(rngs)
+  hparams = vectorized.stacked_hparams(configs, mesh)
+  stacked = (batches[0] if shared else
+             [jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *step_batches)
+              for step_batches in zip(*batches, strict=True)])
+  stacked = [b if shared else parallel.to_global(b, mesh, run_axis=True) for b in stacked]
+
+  def together(count):
+    for step in range(count):
+      vector['state'], metrics = vector_step(vector['state'], stacked[step], vector_rngs, hparams)
+    jax.block_until_ready(metrics)
+
+  figures = {}
+  for name, fn in (('sequential', sequential), ('vectorized', together)):
+    start = time.perf_counter()
+    fn(1)   # Compilation (or a persistent-cache hit) and one step.
+    compile_s = time.perf_counter() - start
+    rate, rates = median_rate(fn, args.steps, args.repeats)
+    # fn(n) advances each of the K runs by n steps, in both modes.
+    figures[name] = {'benchmark': 'vectorized_step', 'mode': name, 'runs': args.runs,
+                     'vary': args.vary, 'config': args.config,
+                     'run_steps_per_s': round(rate * args.runs, 2),
+                     'each_repeat_run_steps_per_s': [round(r * args.runs, 2) for r in rates],
+                     'first_call_s': compile_s, 'peak_rss_mib': peak_rss_mib(),
+                     'devices': mesh.size, 'load_1m': os.getloadavg()[0]}
+    report(figures[name])
+  summary = {'benchmark': 'vectorized_step_summary', 'runs': args.runs, 'vary': args.vary,
+             'config': args.config, 'steps': args.steps,
+             'speedup': figures['vectorized']['run_steps_per_s']
+             / figures['sequential']['run_steps_per_s']}
+  report(summary)
+  return summary
+
+
+def end_to_end_mode(args, configs) -> dict:
+  runtime.setup(configs[0])
+  with tempfile.TemporaryDirectory(prefix='bench_vectorized_') as root:
+    start = time.perf_counter()
+    for i, config in enumerate(configs):
+      train.train_and_evaluate(config, os.path.join(root, 'sequential', str(i)))
+    sequential_s = time.perf_counter() - start
+    start = time.perf_counter()
+    train.train_runs(configs, [os.path.join(root, 'vectorized', str(i))
+                               for i in range(len(configs))])
+    vectorized_s = time.perf_counter() - start
+  summary = {'benchmark': 'vectorized_end_to_end', 'runs': args.runs, 'vary': args.vary,
+             'config': args.config, 'total_steps': configs[0].total_steps,
+             'sequential_s': sequential_s, 'vectorized_s': vectorized_s,
+             'speedup': sequential_s / vectorized_s, 'load_1m': os.getloadavg()[0]}
+  report(summary)
+  return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--config', default='configs/office_caltech_surf.py:method=dann')
+  parser.add_argument('--runs', type=int, default=8)
+  parser.add_argument('--vary', choices=sorted(VARY), default='seed')
+  parser.add_argument('--steps', type=int, default=100, help='timed steps (step mode)')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--end_to_end', action='store_true')
+  parser.add_argument('--total_steps', type=int, default=0, help='0: the config default')
+  parser.add_argument('--override', action='append', default=[], help='key=value (repeatable)')
+  parser.add_argument('--manual_dir', default=os.path.join(ROOT, '..', 'shared', 'datasets'))
+  args = parser.parse_args(argv)
+  configs = _configs(args)
+  return end_to_end_mode(args, configs) if args.end_to_end else step_mode(args, configs)
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  main(sys.argv[1:])
