@@ -1,6 +1,7 @@
 """Sweeps: sweep files, deterministic run names, resumable runs that are never executed twice,
 the inline and submitit-local executors."""
 
+import json
 import os
 import socket
 import subprocess
@@ -289,3 +290,27 @@ def test_the_t5_and_t6_sweep_files_start_their_transfer_runs_from_their_pretrain
   assert len(t6) == 3 + 2 * 2 * 3 and len(grown) == 6
   assert all(callable(r['before']) and r['needs'] == [f'pretrain_seed{r["labels"]["seed"]}']
              for r in grown)
+
+
+def test_vectorize_trains_runs_that_differ_in_seed_as_one_group(sweep_file, tmp_path, capsys):
+  workdir = str(tmp_path / 'runs')
+  outcomes = sweep.run_sweep(sweep_file, workdir, vectorize=2)
+  assert len(outcomes['trained']) == 2 and not outcomes['failed']
+  assert capsys.readouterr().out.count('== ') == 1     # One group, one program.
+  for name in outcomes['trained']:
+    with open(os.path.join(workdir, name, 'summary.json')) as f:
+      assert json.load(f)['vectorized_runs'] == 2
+  assert sorted(sweep.run_sweep(sweep_file, workdir, vectorize=2)['done']) == sorted(
+      outcomes['trained'])
+
+
+def test_groups_hold_only_runs_that_may_be_vectorized():
+  runs = {f'r{i}': {'config': 'c.py', 'arg': arg, 'overrides': overrides}
+          for i, (arg, overrides) in enumerate([
+              ('method=dann', {'seed': 0}), ('method=dann', {'seed': 1, 'method.trade_off': 0.3}),
+              ('method=dan', {'seed': 0}), ('method=dann', {'seed': 2, 'total_steps': 9}),
+              ('method=dann', {'seed': 3})])}
+  jobs = [(name, 'spec', [], name) for name in runs]
+  names = [[job[0] for job in group] for group in sweep.groups_of(jobs, runs, 2)]
+  assert names == [['r0', 'r1'], ['r4'], ['r2'], ['r3']]
+  assert [[job[0] for job in g] for g in sweep.groups_of(jobs, runs, 1)] == [[n] for n in runs]

@@ -1,5 +1,6 @@
 """Sweeps: `python -m transfer_jax.sweep experiments/NAME.py [--workdir=DIR] [--parallel=N]
-[--executor=inline|process|submitit_local|slurm] [--dry_run] [--override KEY=VALUE ...]`.
+[--executor=inline|process|submitit_local|slurm] [--dry_run] [--override KEY=VALUE ...]
+[--vectorize K]`.
 
 A sweep file is a Python file that defines
 
@@ -36,7 +37,9 @@ Executors: `inline` (default: one after another in this process, compiled steps 
 the persistent cache), `process` (`--parallel` N subprocesses of `transfer_jax.main`),
 `submitit_local` and `slurm` (one submitit job per run; `SLURM = {...}` in the sweep file sets
 the executor's parameters, e.g. {'slurm_partition': 'gpu', 'gpus_per_node': 1, 'timeout_min':
-120}).
+120}). `--vectorize K`: runs that differ only in seed, method.trade_off, optimizer.learning_rate
+or optimizer.weight_decay train up to K at a time in one program, vmapped over a run axis
+(transfer_jax/training/vectorized.py); with every executor a group is one job.
 """
 
 import argparse
@@ -234,38 +237,86 @@ def release(workdir: str) -> None:
     os.remove(os.path.join(workdir, LOCK_FILE))
 
 
-def train_run(spec: str, overrides: list[str], workdir: str) -> str:
-  """Trains one run in this process under its lock: 'trained', 'skipped' (locked elsewhere)."""
+def train_runs(specs: list[str], overrides: list[list[str]], workdirs: list[str]) -> list[str]:
+  """Trains runs in this process under their locks, several together as one vectorized group
+  (`transfer_jax.training.train.train_runs`); an outcome per run: 'trained', 'skipped' (locked
+  elsewhere) or 'failed' (e.g. its loss became NaN while the others of its group finished)."""
   from transfer_jax import config_lib
   from transfer_jax.training import runtime, train
-  if not acquire(workdir):
-    return 'skipped'
+  from transfer_jax.training import workdir as workdir_lib
+  held = [acquire(workdir) for workdir in workdirs]
+  chosen = [i for i, h in enumerate(held) if h]
+  error = None
   try:
-    config = config_lib.load_config(spec, overrides)
-    runtime.setup(config)
-    train.train_and_evaluate(config, workdir)
+    if chosen:
+      configs = [config_lib.load_config(specs[i], overrides[i]) for i in chosen]
+      runtime.setup(configs[0])
+      try:
+        train.train_runs(configs, [workdirs[i] for i in chosen])
+      except Exception as e:  # noqa: BLE001 (a group: the runs that finished still count)
+        if len(chosen) == 1:
+          raise
+        error = e
   finally:
-    release(workdir)
-  return 'trained'
+    for workdir, h in zip(workdirs, held, strict=True):
+      if h:
+        release(workdir)
+  outcomes = []
+  for i, workdir in enumerate(workdirs):
+    summary = workdir_lib.read_summary(workdir) if held[i] else None
+    if not held[i]:
+      outcomes.append('skipped')
+    elif error is None or (summary and
+                           summary.get('steps') == configs[chosen.index(i)].total_steps):
+      outcomes.append('trained')
+    else:
+      print(f'run {workdir} failed: {type(error).__name__}: {error}', file=sys.stderr)
+      outcomes.append('failed')
+  return outcomes
 
 
-def _subprocess_run(spec: str, overrides: list[str], workdir: str) -> str:
-  """`train_run` in a fresh Python process (the `process` executor)."""
-  code = ('import sys; from transfer_jax.sweep import train_run; '
-          'print(train_run(sys.argv[1], sys.argv[3:], sys.argv[2]))')
-  result = subprocess.run([sys.executable, '-c', code, spec, workdir, *overrides], cwd=ROOT,
-                          capture_output=True, text=True)
+def train_run(spec: str, overrides: list[str], workdir: str) -> str:
+  """Trains one run in this process under its lock: 'trained', 'skipped' (locked elsewhere)."""
+  return train_runs([spec], [overrides], [workdir])[0]
+
+
+def _subprocess_runs(specs: list[str], overrides: list[list[str]],
+                     workdirs: list[str]) -> list[str]:
+  """`train_runs` in a fresh Python process (the `process` executor)."""
+  code = ('import json, sys; from transfer_jax.sweep import train_runs; '
+          'print(json.dumps(train_runs(*json.loads(sys.argv[1]))))')
+  result = subprocess.run([sys.executable, '-c', code, json.dumps([specs, overrides, workdirs])],
+                          cwd=ROOT, capture_output=True, text=True)
   if result.returncode != 0:
     tail = (result.stderr.strip().splitlines() or ['(no output)'])[-1]
-    raise RuntimeError(f'{workdir}: exit {result.returncode}: {tail}')
-  return result.stdout.strip().splitlines()[-1]
+    raise RuntimeError(f'{", ".join(workdirs)}: exit {result.returncode}: {tail}')
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def groups_of(jobs: list[tuple[str, str, list[str], str]], runs: dict[str, dict[str, Any]],
+              size: int) -> list[list[tuple[str, str, list[str], str]]]:
+  """Jobs (name, spec, overrides, run_dir) in groups of at most `size` runs that differ only in
+  the keys a vectorized group may vary (seed, trade-off, learning rate, weight decay); in order
+  of their first run."""
+  if size <= 1:
+    return [[job] for job in jobs]
+  from transfer_jax.training.vectorized import VECTOR_KEYS
+  groups: dict[str, list] = {}
+  for job in jobs:
+    run = runs[job[0]]
+    key = repr((run['config'], run['arg'], sorted((k, str(v)) for k, v in run['overrides'].items()
+                                                  if k not in VECTOR_KEYS)))
+    if key not in groups or len(groups[key][-1]) >= size:
+      groups.setdefault(key, []).append([])
+    groups[key][-1].append(job)
+  return [group for chunks in groups.values() for group in chunks]
 
 
 def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int = 1,
-              dry_run: bool = False, extra_overrides: dict[str, Any] | None = None
-              ) -> dict[str, list[str]]:
-  """Runs every run of the sweep that is not done, wave by wave (see 'needs'); returns
-  {outcome: [run names]}."""
+              dry_run: bool = False, extra_overrides: dict[str, Any] | None = None,
+              vectorize: int = 1) -> dict[str, list[str]]:
+  """Runs every run of the sweep that is not done, wave by wave (see 'needs'), up to
+  `vectorize` runs together as one vectorized group; returns {outcome: [run names]}."""
   from transfer_jax.errors import UserError
   if executor not in ('inline', 'process', 'submitit_local', 'slurm'):
     raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
@@ -311,7 +362,9 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
           outcomes['failed'].append(run['name'])
           continue
       ready.append((run['name'], _spec(run), _override_strings(run, workdir), run_dir))
-    for name, outcome in _execute(ready, executor, parallel, module, workdir):
+    by_name = {run['name']: run for run in todo}
+    for name, outcome in _execute(groups_of(ready, by_name, vectorize), executor, parallel,
+                                  module, workdir):
       outcomes[outcome].append(name)
       if outcome == 'trained':
         finished.add(name)
@@ -319,26 +372,29 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
   return outcomes
 
 
-def _execute(jobs: list[tuple[str, str, list[str], str]], executor: str, parallel: int,
+def _execute(groups: list[list[tuple[str, str, list[str], str]]], executor: str, parallel: int,
              module: Any, workdir: str) -> list[tuple[str, str]]:
-  """Trains the jobs (name, spec, overrides, run_dir) of one wave; [(name, outcome)]."""
+  """Trains the groups of jobs (name, spec, overrides, run_dir) of one wave, each group in one
+  program; [(name, outcome)]."""
   results: list[tuple[str, str]] = []
-  if not jobs:
+  if not groups:
     return results
+  columns = [list(column) for column in (zip(*group, strict=True) for group in groups)]
   if executor == 'inline':
-    for name, spec, overrides, run_dir in jobs:
-      print(f'== {name}', flush=True)
+    for names, specs, overrides, run_dirs in columns:
+      print('== ' + ', '.join(names), flush=True)
       try:
-        results.append((name, train_run(spec, overrides, run_dir)))
+        results += zip(names, train_runs(list(specs), list(overrides), list(run_dirs)),
+                       strict=True)
       except Exception as e:  # noqa: BLE001 (one failed run must not stop the sweep)
-        print(f'run {name} failed: {type(e).__name__}: {e}', file=sys.stderr)
-        results.append((name, 'failed'))
+        print(f'run {", ".join(names)} failed: {type(e).__name__}: {e}', file=sys.stderr)
+        results += [(name, 'failed') for name in names]
   elif executor == 'process':
     with concurrent.futures.ThreadPoolExecutor(max(parallel, 1)) as pool:
-      futures = {pool.submit(_subprocess_run, spec, overrides, run_dir): name
-                 for name, spec, overrides, run_dir in jobs}
+      futures = {pool.submit(_subprocess_runs, list(specs), list(overrides), list(run_dirs)):
+                 names for names, specs, overrides, run_dirs in columns}
       for future in concurrent.futures.as_completed(futures):
-        results.append((futures[future], _outcome(future, futures[future])))
+        results += _outcomes(future, futures[future])
   else:
     import submitit
     folder = os.path.join(workdir, '.submitit')
@@ -346,20 +402,21 @@ def _execute(jobs: list[tuple[str, str, list[str], str]], executor: str, paralle
               else submitit.AutoExecutor(folder=folder, cluster='slurm'))
     submit.update_parameters(**({'timeout_min': 60} | getattr(module, 'SLURM', {}))
                              if executor == 'slurm' else {'timeout_min': 60})
-    futures = {submit.submit(train_run, spec, overrides, run_dir): name
-               for name, spec, overrides, run_dir in jobs}
-    results += [(name, _outcome(job, name)) for job, name in futures.items()]
+    futures = {submit.submit(train_runs, list(specs), list(overrides), list(run_dirs)): names
+               for names, specs, overrides, run_dirs in columns}
+    for job, names in futures.items():
+      results += _outcomes(job, names)
   return results
 
 
-def _outcome(job: Any, name: str) -> str:
-  """The outcome of a finished future or submitit job; 'failed' (printed) if it raised."""
+def _outcomes(job: Any, names: tuple[str, ...]) -> list[tuple[str, str]]:
+  """The outcomes of a finished future or submitit job; all 'failed' (printed) if it raised."""
   try:
-    return job.result()
+    return list(zip(names, job.result(), strict=True))
   except Exception as e:  # noqa: BLE001
-    print(f'run {name} failed: {type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ""}',
-          file=sys.stderr)
-    return 'failed'
+    print(f'run {", ".join(names)} failed: {type(e).__name__}: '
+          f'{str(e).splitlines()[-1] if str(e) else ""}', file=sys.stderr)
+    return [(name, 'failed') for name in names]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -384,14 +441,20 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--executor', default='inline')
   parser.add_argument('--parallel', type=int, default=1, help='processes (--executor=process)')
   parser.add_argument('--dry_run', action='store_true', help='list what would run')
+  parser.add_argument('--vectorize', type=int, default=1, metavar='K',
+                      help='train up to K runs that differ only in seed, method.trade_off, '
+                      'optimizer.learning_rate or optimizer.weight_decay together, vmapped')
   parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                       help='added to every run (and its name), e.g. total_steps=4')
   args = parser.parse_args(argv)
   name = os.path.splitext(os.path.basename(args.sweep_file))[0]
   workdir = args.workdir or os.path.join('runs', name)
   try:
+    if args.vectorize < 1:
+      raise UserError(f'--vectorize={args.vectorize}: give the number of runs to train together '
+                      '(1: one at a time)')
     outcomes = run_sweep(args.sweep_file, workdir, args.executor, args.parallel, args.dry_run,
-                         parse_overrides(args.override))
+                         parse_overrides(args.override), args.vectorize)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
