@@ -115,6 +115,8 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.eval_splits = ('source/test', 'target/test')
   # Log the label-free selection criteria at every evaluation (transfer_jax/selection.py: source
   # validation accuracy, target entropy, SND, IWV, DEV); needs data.source.val_fraction > 0.
+  # With data.target.val_fraction > 0 the labelled target/oracle_val split is evaluated too (the
+  # oracle of the selection tables: an upper bound, never a rule).
   config.selection = False
   config.selection_examples = 1000    # Examples of each set the criteria read (fixed subset).
   config.num_devices = 0              # 0: every device; n: the first n (single process only).

@@ -160,7 +160,11 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
     target_state = state
     if config.model.get('batch_norm', 'train') == 'adabn':
       target_state = adapt_batch_stats(program, state, domains['target'], config, mesh, process)
-    for split_name in config.eval_splits:
+    splits = list(config.eval_splits)
+    if (config.selection and 'oracle_val' in domains['target'].splits
+        and 'target/oracle_val' not in splits):
+      splits.append('target/oracle_val')   # The selection tables' oracle (an upper bound).
+    for split_name in splits:
       role, split = split_name.split('/')
       domain = domains[role if role in ('source', 'target') else f'task_{role}']
       head = tasks[role].head if role in tasks else ''
