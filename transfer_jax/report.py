@@ -87,7 +87,9 @@ def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ..
       continue
     info['commits'].add(_short(summary.get('git_commit')))
     cost = info['costs'].setdefault(row, {'wall_s': [], 'trainable': []})
-    cost['wall_s'].append(summary.get('wall_s'))
+    # A vectorized group's wall time is shared by its runs: each is charged its share.
+    wall = summary.get('wall_s')
+    cost['wall_s'].append(wall / summary.get('vectorized_runs', 1) if wall is not None else None)
     cost['trainable'].append(summary.get('trainable_param_count'))
     column = str(labels[table['columns']]) if table['columns'] else table['metric']
     seed = labels[table['seed']] if table['seed'] else 0
@@ -186,7 +188,8 @@ def versus_tables(cells: dict, costs: dict[str, dict[str, list]], table: dict[st
                + ' \\\\')
   md += ['', f'{table["metric"]} × {table["scale"]:g} averaged over the columns per seed, then '
          f'mean ± std over seeds; Δ: the difference of the means to the {baseline} row; wall: '
-         'mean training seconds per run (summary wall_s; the runs it starts from not counted).']
+         'mean training seconds per run (summary wall_s, divided by vectorized_runs for runs '
+         'trained together; the runs it starts from not counted).']
   if base is None:
     md.append(f'(No finished {baseline} run yet: no differences.)')
   tex += ['\\bottomrule', '\\end{tabular}']
