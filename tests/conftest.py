@@ -7,8 +7,12 @@ Tests that want one device build a one-device mesh; everything else runs on all 
 import os
 import tempfile
 
+# The 8 simulated devices are threads: on a loaded 2-core machine one of them can miss a
+# collective's 40 s rendezvous and XLA aborts the process; a longer timeout keeps the suite alive.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+                           ' --xla_force_host_platform_device_count=8'
+                           ' --xla_cpu_collective_call_terminate_timeout_seconds=1200'
+                           ' --xla_cpu_collective_timeout_seconds=1200').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402
