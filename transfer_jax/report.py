@@ -41,7 +41,7 @@ DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
                  'selection': False, 'notes': (), 'versus': ''}
 # Selection rules: the evaluation step each run is read at. 'last': the last step; the others
 # maximise a logged criterion (transfer_jax/selection.py); 'oracle' reads labelled target data
-# (target/oracle_val) and is an upper bound, not a rule a method may use.
+# (target/oracle_val): a reference that uses target labels, not a rule a method may use.
 RULES = {'last': None, 'source_val': 'select/source_val', 'entropy': 'select/entropy',
          'snd': 'select/snd', 'iwv': 'select/iwv', 'dev': 'select/dev',
          'oracle': 'target/oracle_val/accuracy'}
@@ -234,9 +234,15 @@ def _with_selection(cells: dict, table: dict[str, Any], footer: str) -> tuple[st
         summary[row, rule] = {s: np.mean([rule_cells[row, c][s] for c in columns]) for s in seeds}
   head_md, head_tex = format_tables(summary, {**table, 'title': (table['title'] + ': average '
                                                                  'over tasks, per selection rule')},
-                                    'Rules: last step; source validation accuracy; target '
-                                    'entropy; SND; IWV; DEV; oracle = labelled target '
-                                    'validation data (an upper bound, not a rule).',
+                                    'Each rule picks one evaluation step per run: the last '
+                                    'step; or the step maximising source validation accuracy, '
+                                    'minus target entropy, SND, minus the IWV or DEV risk; '
+                                    'oracle = the step with the best accuracy on labelled '
+                                    'target validation data (target/oracle_val, held out of '
+                                    'the target training split): it uses target labels, so it '
+                                    'is a reference, not a rule, and on a small validation '
+                                    'split it need not beat the others. Target test data '
+                                    'selects nothing.',
                                     average=False)
   parts_md, parts_tex = [head_md], [head_tex]
   for rule, rule_cells in cells.items():
