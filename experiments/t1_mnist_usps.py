@@ -11,7 +11,7 @@ the papers' defaults (config_lib.METHOD_DEFAULTS), fixed before any run.
 from experiments.common import da_runs
 
 CONFIG = 'configs/mnist_usps.py'
-STEPS = 2000
+STEPS = 1000   # 2000 in the script-made table of commit 0f8c80c; 1000 to fit a session's CPU.
 TASKS = {'M→U': 'protocol=full', 'U→M': 'protocol=full,reverse'}
 METHODS = {name: {'method': name}
            for name in ('source_only', 'dann', 'cdan', 'dan', 'coral', 'mcc', 'mdd')}
