@@ -12,8 +12,9 @@ HIGHER IS BETTER (risks are negated):
                weights p_T(x)/p_S(x) from a logistic domain classifier on features;
   dev          minus deep embedded validation (You et al., ICML 2019): IWV with the control
                variate that minimises its variance.
-The target oracle is `target/oracle_val/accuracy` (config.data.target.val_fraction): labelled
-target data, reported as an upper bound, never as a rule. Target test data selects nothing.
+The target oracle is `target/oracle_val/accuracy` (config.data.target.val_fraction; the loop
+evaluates it whenever config.selection is on): labelled target data, reported as a reference,
+never as a rule. Target test data selects nothing.
 """
 
 from typing import Any
