@@ -63,3 +63,15 @@ def test_eval_batches_cover_the_split_exactly_once_with_masks():
 def test_batch_not_divisible_by_processes_is_rejected():
   with pytest.raises(ValueError, match='not divisible by the 3 processes'):
     train_iterator(_source(), _example, 4, seed=0, process_count=3)
+
+
+def test_a_batch_read_in_one_call_equals_the_rows_read_one_by_one():
+  import grain
+
+  from transfer_jax.data.pipeline import _ProcessBlocks
+  shuffled = grain.MapDataset.range(10).shuffle(seed=3).repeat(None)
+  blocks = _ProcessBlocks(shuffled, global_batch=4, process_index=1, process_count=2)
+  indices = list(range(0, 12))
+  assert blocks._getitems(indices) == [blocks[i] for i in indices]
+  # Rows 2-3 of each global batch of 4, over two epochs of the reshuffled range.
+  assert [blocks[i] for i in range(4)] == [shuffled[2], shuffled[3], shuffled[6], shuffled[7]]
