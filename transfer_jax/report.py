@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   command = 'python -m transfer_jax.report ' + ' '.join(argv if argv is not None else sys.argv[1:])
   missing = info['missing']
-  footer = (f'{table["metric"]} × {table["scale"]:g} at the last step, mean ± std over seeds. '
+  when = ('at the evaluation step each selection rule picks (the last step in the `last` table)'
+          if table['selection'] else 'at the last step')
+  footer = (f'{table["metric"]} × {table["scale"]:g} {when}, mean ± std over seeds. '
             f'Runs made at commit {", ".join(sorted(info["commits"]))}; table by `{command}` at '
             f'commit {_short(workdir_lib.git_commit())}.'
             + (f' Unfinished runs: {len(missing)}.' if missing else ''))
