@@ -8,9 +8,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from test_train import _read_jsonl, assert_same_training
 
 from conftest import tiny_digits
-from test_train import _read_jsonl, assert_same_training
 from transfer_jax.errors import UserError
 from transfer_jax.training import train, vectorized
 from transfer_jax.training.checkpoint import load_params
