@@ -46,6 +46,7 @@ class Program:
   init_state: Callable[[jax.Array], TrainState]      # Jitted, with output shardings.
   train_step: Callable[..., tuple[TrainState, dict]]  # Jitted (state, batch, rng), state donated.
   hparams: dict[str, jax.Array]  # The config's HPARAMS values, which train_step passes on.
+  jitted_step: Callable  # The jitted step (state, batch, rng, hparams) that train_step calls.
   step_fn: Callable   # The unjitted step (state, batch, rng, hparams), for vectorized runs.
   init_fn: Callable   # The unjitted initialisation rng -> state.
   eval_step: Callable[..., dict]                      # Jitted (state, batch) -> sums.
@@ -133,7 +134,8 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
       abstract_state=abstract_state, state_sharding=state_sharding,
       init_state=lambda rng: jitted_init(rng, loaded),
       train_step=functools.partial(_call_with, jitted_step, hparams),
-      hparams=hparams, step_fn=step_fn, init_fn=lambda rng: init_state(rng, loaded),
+      hparams=hparams, jitted_step=jitted_step, step_fn=step_fn,
+      init_fn=lambda rng: init_state(rng, loaded),
       eval_step=jax.jit(make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
                         out_shardings=replicated, static_argnums=(2,)),
       fisher_step=jax.jit(make_fisher_step(model), in_shardings=(state_sharding, batch_sharding),
