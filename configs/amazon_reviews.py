@@ -13,8 +13,9 @@ The 12-pair table: experiments/t3_amazon_reviews.md.
 Expected (seed 0, 1000 steps, books -> dvd, target / source test accuracy at the last step):
   source_only 80.1 / 82.6 (10 s)   dann 79.7 / 82.3 (11 s)
 Anchor (DANN paper, Table 1, B -> D): NN .790, DANN .784.
-T3 (12 pairs, 3 seeds, experiments/t3_amazon_reviews.md): source_only 76.6, dann 77.2, dan with
-method.trade_off_schedule=dann 77.5 (constant lambda collapses to 50.7).
+T3 (12 pairs, 3 seeds, 10 % of the source held out; experiments/t3_amazon_reviews.md, a sweep file
++ report): source_only 76.1, dann 76.8, dan with method.trade_off_schedule=dann 77.1 (constant
+lambda collapsed to 50.7 at commit fe2171e), mcc 72.7.
 """
 
 import ml_collections

@@ -16,8 +16,9 @@ Expected (seed 0, 1000 steps, A -> W, target accuracy on all target images at th
 source accuracy is on the source training images):
   source_only 41.0 / 100.0 (14 s)   dann 40.7 / 100.0 (13 s)
 Anchors for the 12-task average: no adaptation 41.1, CORAL 48.8 (Sun et al. 2016, linear SVM).
-T4 (3 seeds, 500 steps, experiments/t4_office_caltech_surf.md): source_only 44.9, mcc 47.8; three
-sources -> one (source=ACD,...; experiments/t4_office_caltech_surf_multi_source.md): 59.6 / 63.8.
+T4 (3 seeds, 500 steps, 10 % of the source held out; experiments/t4_office_caltech_surf.md, a sweep
+file + report): source_only 44.4, mcc 47.7; three sources -> one (source=ACD,...;
+experiments/t4_office_caltech_surf_multi_source.md): 59.3 / 63.9.
 """
 
 import ml_collections
