@@ -50,14 +50,20 @@ import itertools
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
+from transfer_jax.sweep_worker import (  # noqa: F401 (LOCK_FILE, train_run: public names)
+  LOCK_FILE,
+  alive,
+  lock_holder,
+  train_run,
+  train_runs,
+)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_FILE = '.sweep_lock'
 SWEEP_WORKDIR = '{sweep_workdir}'   # Placeholder in override values (see the docstring).
 RUN_KEYS = ('arg', 'overrides', 'config', 'labels', 'name', 'needs', 'before')
 
@@ -186,104 +192,14 @@ def status(run: dict[str, Any], workdir: str) -> str:
     total = config_lib.load_config(_spec(run), overrides).total_steps
     if summary.get('steps') == total:
       return 'done'
-  holder = _lock_holder(workdir)
-  return 'running' if holder is not None and _alive(holder) else 'todo'
-
-
-def _lock_holder(workdir: str) -> dict[str, Any] | None:
-  try:
-    with open(os.path.join(workdir, LOCK_FILE)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-  """A lock of another host counts as alive (its process cannot be checked from here)."""
-  if holder.get('host') != socket.gethostname():
-    return True
-  try:
-    os.kill(int(holder['pid']), 0)
-  except (ProcessLookupError, ValueError, KeyError):
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def acquire(workdir: str) -> bool:
-  """Takes the run's lock (O_EXCL); False if a live process holds it. A dead holder's lock on
-  this host is removed first."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-      holder = _lock_holder(workdir)
-      if holder is None or _alive(holder):
-        return False
-      os.remove(path)   # Its process died (e.g. killed): the run resumes here.
-      continue
-    with os.fdopen(fd, 'w') as f:
-      json.dump({'host': socket.gethostname(), 'pid': os.getpid()}, f)
-    return True
-  return False
-
-
-def release(workdir: str) -> None:
-  holder = _lock_holder(workdir)
-  if holder and holder.get('pid') == os.getpid() and holder.get('host') == socket.gethostname():
-    os.remove(os.path.join(workdir, LOCK_FILE))
-
-
-def train_runs(specs: list[str], overrides: list[list[str]], workdirs: list[str]) -> list[str]:
-  """Trains runs in this process under their locks, several together as one vectorized group
-  (`transfer_jax.training.train.train_runs`); an outcome per run: 'trained', 'skipped' (locked
-  elsewhere) or 'failed' (e.g. its loss became NaN while the others of its group finished)."""
-  from transfer_jax import config_lib
-  from transfer_jax.training import runtime, train
-  from transfer_jax.training import workdir as workdir_lib
-  held = [acquire(workdir) for workdir in workdirs]
-  chosen = [i for i, h in enumerate(held) if h]
-  error = None
-  try:
-    if chosen:
-      configs = [config_lib.load_config(specs[i], overrides[i]) for i in chosen]
-      runtime.setup(configs[0])
-      try:
-        train.train_runs(configs, [workdirs[i] for i in chosen])
-      except Exception as e:  # noqa: BLE001 (a group: the runs that finished still count)
-        if len(chosen) == 1:
-          raise
-        error = e
-  finally:
-    for workdir, h in zip(workdirs, held, strict=True):
-      if h:
-        release(workdir)
-  outcomes = []
-  for i, workdir in enumerate(workdirs):
-    summary = workdir_lib.read_summary(workdir) if held[i] else None
-    if not held[i]:
-      outcomes.append('skipped')
-    elif error is None or (summary and
-                           summary.get('steps') == configs[chosen.index(i)].total_steps):
-      outcomes.append('trained')
-    else:
-      print(f'run {workdir} failed: {type(error).__name__}: {error}', file=sys.stderr)
-      outcomes.append('failed')
-  return outcomes
-
-
-def train_run(spec: str, overrides: list[str], workdir: str) -> str:
-  """Trains one run in this process under its lock: 'trained', 'skipped' (locked elsewhere)."""
-  return train_runs([spec], [overrides], [workdir])[0]
+  holder = lock_holder(workdir)
+  return 'running' if holder is not None and alive(holder) else 'todo'
 
 
 def _subprocess_runs(specs: list[str], overrides: list[list[str]],
                      workdirs: list[str]) -> list[str]:
   """`train_runs` in a fresh Python process (the `process` executor)."""
-  code = ('import json, sys; from transfer_jax.sweep import train_runs; '
+  code = ('import json, sys; from transfer_jax.sweep_worker import train_runs; '
           'print(json.dumps(train_runs(*json.loads(sys.argv[1]))))')
   result = subprocess.run([sys.executable, '-c', code, json.dumps([specs, overrides, workdirs])],
                           cwd=ROOT, capture_output=True, text=True)

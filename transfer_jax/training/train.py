@@ -18,14 +18,18 @@ from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
 from transfer_jax.errors import UserError
-from transfer_jax.objectives.methods import get_method
 from transfer_jax.training import evaluation, parallel, vectorized, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
+from transfer_jax.training.inputs import load_domains, make_iterators
 from transfer_jax.training.optimizer import group_labels
+from transfer_jax.training.passes import (  # noqa: F401 (adapt_batch_stats: a public name)
+  adapt_batch_stats,
+  cluster_target,
+  estimate_fisher,
+)
 from transfer_jax.training.program import build_program
 from transfer_jax.training.state import TrainState
-from transfer_jax.training.step import STREAMS
 from transfer_jax.transfer.params import count_params
 from transfer_jax.transfer.pretrained import format_table
 
@@ -308,117 +312,6 @@ def _per_run(fn, state: TrainState, configs: list[ml_collections.ConfigDict]) ->
   if len(configs) == 1:
     return fn(state, configs[0])
   return vectorized.stack([fn(vectorized.unstack(state, i), c) for i, c in enumerate(configs)])
-
-
-def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain]:
-  """The target domain, the source domain if anything uses it, and under 'labels' the domain
-  whose label set the classifier serves."""
-  method = get_method(config.method.name)
-  # The classifier serves the source label set, unless only target labels train it (fine-tuning
-  # to a new label set, e.g. CIFAR-10 -> CIFAR-100); then the source may differ or be unused.
-  source_labels = (config.objective.source_weight > 0
-                   or (method.uses_target and method.uses_source)
-                   or config.regularizer.name == 'fisher_sp')
-  source_used = source_labels or any(s.startswith('source/') for s in config.eval_splits)
-  domains = {'target': data_lib.load_domain(config.data.target, config.data, 'target')}
-  if source_used:
-    domains['source'] = data_lib.load_domain(config.data.source, config.data, 'source')
-    data_lib.check_compatible(domains['source'], domains['target'], same_label_set=source_labels)
-  for name, task in config.get('tasks', {}).items():
-    # A task with head '' shares the main classifier: another source domain (multi-source).
-    domain = data_lib.load_domain(task.domain, config.data, f'tasks.{name}.domain')
-    data_lib.check_compatible(domain, domains['target'], same_label_set=not task.head)
-    domains[f'task_{name}'] = domain
-  for split_name in config.eval_splits:
-    role, _, split = split_name.partition('/')
-    if role in config.get('tasks', {}):
-      role = 'task_' + role
-    if split == 'train':
-      raise UserError(f"config.eval_splits names {split_name!r}: training metrics already use "
-                      "that name; evaluate 'test', 'val', 'oracle_val' or 'labeled' splits")
-    if role not in domains or split not in domains[role].splits:
-      raise UserError(f'config.eval_splits names {split_name!r}, but the {role} domain has splits '
-                      f'{sorted(domains[role].splits) if role in domains else "(none)"} (roles: '
-                      'source, target and the names of config.tasks)')
-  domains['labels'] = domains['source' if source_labels else 'target']
-  return domains
-
-
-def make_iterators(streams: tuple[str, ...], domains: dict[str, data_lib.Domain],
-                   config: ml_collections.ConfigDict, process: dict[str, int]) -> dict[str, Any]:
-  """One endless grain iterator per stream the step uses (each with its own data order)."""
-  specs = {  # stream -> (domain, split, labelled?); target labels only in target_labeled.
-      'source': ('source', 'train', True),
-      'target': ('target', 'train', False),
-      'target_labeled': ('target', 'labeled', True),
-  }
-  task_names = [name for name in domains if name.startswith('task_')]
-  specs.update({name: (name, 'train', True) for name in task_names})
-  seeds = {name: i for i, name in enumerate(STREAMS)}   # Fisher and AdaBN take the next two.
-  seeds.update({name: len(STREAMS) + 2 + i for i, name in enumerate(task_names)})
-  iterators = {}
-  for stream in streams:
-    role, split, labelled = specs[stream]
-    batch_fn = domains[role].batch_fn if labelled else domains[role].unlabeled_fn
-    if split not in domains[role].splits:
-      raise UserError('config.objective.target_weight > 0 needs labelled target examples: set '
-                      'config.data.target.labeled_per_class (k per class, or -1 for all)')
-    iterators[stream] = data_lib.train_iterator(
-        domains[role].splits[split], batch_fn, config.batch_size, config.seed,
-        stream=seeds[stream], **process)
-  return iterators
-
-
-def estimate_fisher(program, state, source: data_lib.Domain, config: ml_collections.ConfigDict,
-                    mesh: Mesh, process: dict[str, int]):
-  """The diagonal Fisher at theta_S from `fisher_batches` source batches, scaled to mean 1 over
-  the transferred parameters so that Fisher-SP's alpha is on L2-SP's scale."""
-  iterator = data_lib.train_iterator(source.splits['train'], source.batch_fn, config.batch_size,
-                                     config.seed, stream=len(STREAMS), **process)
-  total, count = None, 0
-  for _ in range(config.regularizer.fisher_batches):
-    sums = program.fisher_step(state, parallel.to_global(next(iterator), mesh))
-    total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    count += config.batch_size
-  fisher = jax.tree.map(lambda x: x / count, total)
-  mask = program.pretrained.loaded_mask(fisher) if program.pretrained else None
-  leaves = [f for f, m in zip(jax.tree.leaves(fisher), jax.tree.leaves(mask) if mask else
-                              [True] * len(jax.tree.leaves(fisher)), strict=True) if m]
-  mean = sum(jnp.sum(f) for f in leaves) / sum(f.size for f in leaves)
-  fisher = jax.tree.map(lambda f: f / jnp.maximum(mean, 1e-12), fisher)
-  logging.info('estimated the diagonal Fisher on %d source examples (mean before scaling %.3g)',
-               count, float(mean))
-  return program.set_anchor(state, 'fisher', fisher)
-
-
-def adapt_batch_stats(program, state, target: data_lib.Domain, config: ml_collections.ConfigDict,
-                      mesh: Mesh, process: dict[str, int]):
-  """AdaBN (Li et al. 2016, arXiv:1603.04779): a copy of `state` whose BatchNorm statistics are
-  re-estimated on unlabelled target training batches (reset, then `adabn_batches` updates with
-  the layers' momentum, so the start decays to 0.9^n). Training keeps its own statistics."""
-  iterator = data_lib.train_iterator(target.splits['train'], target.unlabeled_fn,
-                                     config.batch_size, config.seed, stream=len(STREAMS) + 1,
-                                     **process)
-  adapted = program.reset_batch_stats(state)
-  for _ in range(config.model.adabn_batches):
-    adapted = program.adabn_step(adapted, parallel.to_global(next(iterator), mesh))
-  return adapted
-
-
-def cluster_target(program, state, target: data_lib.Domain, config: ml_collections.ConfigDict,
-                   mesh: Mesh, process: dict[str, int]):
-  """SHOT's clustering of all target training data: centroids weighted by the predictions,
-  then one hard k-means step; classes left without examples get a zero row (never assigned)."""
-  centroids = None
-  for _ in range(2):
-    totals = None
-    for batch in data_lib.eval_batches(target.splits['train'], target.unlabeled_fn,
-                                       config.eval_batch_size, **process):
-      sums = program.centroid_step(state, parallel.to_global(batch, mesh), centroids)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    centroids = totals['sums'] / jnp.maximum(totals['counts'], 1e-8)[:, None]
-    centroids = jnp.where(totals['counts'][:, None] > 0, centroids, 0.0)
-  return program.set_anchor(state, 'centroids', centroids)
 
 
 def _report_pretrained(program, workdir: str) -> None:
