@@ -8,6 +8,7 @@ The loaded config is locked: an override of an unknown key fails with the closes
 import ast
 import difflib
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -213,22 +214,76 @@ def data_config(source: ml_collections.ConfigDict, target: ml_collections.Config
   return data
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_config_path(path: str) -> str:
+  """`path` as given, else relative to the repository (`configs/NAME.py` from anywhere with an
+  editable install), else a one-line error."""
+  if os.path.exists(path):
+    return path
+  in_repo = os.path.join(ROOT, path)
+  if not os.path.isabs(path) and os.path.exists(in_repo):
+    return in_repo
+  raise UserError(f'config file {path!r} not found; pass --config=configs/NAME.py[:ARG] or '
+                  '--config=WORKDIR/config.json (`transfer-jax list configs` lists them)')
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """Loads 'path/to/config.py[:arg]', locks it, and applies 'a.b=value' overrides."""
+  """Loads 'path/to/config.py[:arg]' (or a run's 'WORKDIR/config.json', or WORKDIR itself),
+  locks it, and applies 'a.b=value' overrides."""
   path, _, arg = spec.partition(':')
-  if not os.path.isfile(path):
-    raise UserError(f'config file {path!r} not found; pass --config=configs/NAME.py[:ARG]')
+  path = resolve_config_path(path)
+  if os.path.isdir(path) or path.endswith('.json'):
+    if arg:
+      raise UserError(f'{spec}: a saved config.json takes no :ARG; change fields with '
+                      '--config.KEY=VALUE')
+    config = saved_config(path)
+  else:
+    module = _load_module(path)
+    config = module.get_config(arg or None)
+  config.lock()
+  for override in overrides:
+    apply_override(config, override)
+  return config
+
+
+def _load_module(path: str) -> Any:
+  if not path.endswith('.py'):
+    raise UserError(f'{path} is not a config file; give configs/NAME.py[:ARG] or a run\'s '
+                    'WORKDIR/config.json')
   module_spec = importlib.util.spec_from_file_location(
       f'transfer_jax_config_{os.path.splitext(os.path.basename(path))[0]}', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
     raise UserError(f'{path} defines no get_config(arg) function')
-  config = module.get_config(arg or None)
-  config.lock()
-  for override in overrides:
-    apply_override(config, override)
-  return config
+  return module
+
+
+def saved_config(path: str) -> ml_collections.ConfigDict:
+  """The config a run saved (`WORKDIR/config.json`, or WORKDIR): JSON lists become tuples, as
+  the configs write them, so a rerun from it matches the run it came from."""
+  if os.path.isdir(path):
+    path = os.path.join(path, 'config.json')
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except OSError:
+    raise UserError(f'no {path}; give the workdir of a run (it holds config.json)') from None
+  except ValueError as e:
+    raise UserError(f'{path} is not valid JSON ({e}); give the config.json a run wrote') from None
+  if not isinstance(saved, dict):
+    raise UserError(f'{path} holds no config (a JSON object); give the config.json a run wrote')
+
+  def typed(value: Any) -> Any:
+    if isinstance(value, dict):
+      return ml_collections.ConfigDict({k: typed(v) for k, v in value.items()})
+    if isinstance(value, list):
+      return tuple(typed(v) for v in value)
+    return value
+
+  return typed(saved)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
@@ -241,16 +296,21 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
   return keys
 
 
-def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
-  """Sets `a.b=value` on a locked config, parsing `value` to the field's current type."""
-  key, eq, value = override.partition('=')
-  if not eq:
-    raise UserError(f'override {override!r} needs the form --config.KEY=VALUE')
+def check_key(config: ml_collections.ConfigDict, key: str) -> None:
+  """A one-line error, with the closest valid keys, if `key` is no field of `config`."""
   valid = flat_keys(config)
   if key not in valid:
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.7)
     hint = f'did you mean {" or ".join(close)}?' if close else f'valid keys: {", ".join(valid)}'
     raise UserError(f'unknown config key {key!r}; {hint}')
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Sets `a.b=value` on a locked config, parsing `value` to the field's current type."""
+  key, eq, value = override.partition('=')
+  if not eq:
+    raise UserError(f'override {override!r} needs the form --config.KEY=VALUE')
+  check_key(config, key)
   *parents, leaf = key.split('.')
   node = config
   for parent in parents:

@@ -1,41 +1,41 @@
-"""Command line: `python -m transfer_jax.probe --config=configs/NAME.py[:ARG] --workdir=DIR
-[--config.a.b=VALUE ...] [--raw] [--cache_dir=DIR]`.
+"""Linear probes: `transfer-jax probe --config=configs/NAME.py[:ARG] --workdir=DIR
+[--config.KEY=VALUE ...] [--raw] [--cache_dir=DIR]` (the same as `python -m transfer_jax.probe`).
 
 Linear probes (ridge, logistic regression) on the features of the backbone that
 `--config.init_from.path` loads (a trained run's workdir or a torch state dict), or on the model
 inputs with --raw. Features are cached under DIR/features/ (or --cache_dir); results go to
-DIR/probe.json. Everything else lives in `transfer_jax.features`.
+DIR/probe.json. The flags are those of `transfer-jax train`; everything else lives in
+`transfer_jax.features`.
 """
 
 import os
 import sys
+from collections.abc import Sequence
 
-USAGE = ('usage: python -m transfer_jax.probe --config=configs/NAME.py[:ARG] --workdir=DIR '
-         '[--config.KEY=VALUE ...] [--raw] [--cache_dir=DIR]')
+from transfer_jax import main as train_main
+from transfer_jax.errors import UserError
+
+USAGE = ('usage: transfer-jax probe (or python -m transfer_jax.probe) '
+         '--config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [--raw] '
+         '[--cache_dir=DIR]')
+EXTRAS = (train_main.Extra('raw', False, 'probe the model inputs instead of the features'),
+          train_main.Extra('cache_dir', '', 'feature cache (default: WORKDIR/features)'))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  if any(a in ('-h', '--help') for a in argv):
-    print(USAGE + '\n\n' + __doc__)
-    return 0
-  from transfer_jax import config_lib, features
-  from transfer_jax import main as train_main
-  from transfer_jax.errors import UserError
-  from transfer_jax.training import runtime
-
-  raw = '--raw' in argv
-  cache_dirs = [a.split('=', 1)[1] for a in argv if a.startswith('--cache_dir=')]
-  rest = [a for a in argv if a != '--raw' and not a.startswith('--cache_dir=')]
   try:
-    try:
-      config_spec, workdir, overrides = train_main.parse_flags(rest)
-    except UserError as e:  # Its message names the training command's usage.
-      raise UserError(str(e).replace(train_main.USAGE, USAGE)) from None
-    config = config_lib.load_config(config_spec, overrides)
+    config, workdir, values = train_main.parse_command(argv, USAGE, __doc__, EXTRAS)
+    if config is None:
+      return 0
+    if values.print_config:
+      print(config)
+      return 0
+    # Imported here: jax is not needed to parse the command line.
+    from transfer_jax import features
+    from transfer_jax.training import runtime
     runtime.setup(config)
-    features.probe_and_report(config, workdir, raw=raw,
-                              cache_dir=cache_dirs[-1] if cache_dirs else '')
+    features.probe_and_report(config, workdir, raw=values.raw, cache_dir=values.cache_dir)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

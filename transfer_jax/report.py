@@ -45,6 +45,16 @@ DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
 RULES = {'last': None, 'source_val': 'select/source_val', 'entropy': 'select/entropy',
          'snd': 'select/snd', 'iwv': 'select/iwv', 'dev': 'select/dev',
          'oracle': 'target/oracle_val/accuracy'}
+# One line per rule (the step it picks), for `transfer-jax list rules`.
+RULE_DESCRIPTIONS = {
+    'last': 'the last evaluation step (no selection)',
+    'source_val': 'best accuracy on held-out source data (data.source.val_fraction)',
+    'entropy': 'lowest mean entropy of target predictions',
+    'snd': 'highest soft neighbourhood density of target features (Saito et al. 2021)',
+    'iwv': 'lowest importance-weighted source validation risk (Sugiyama et al. 2007)',
+    'dev': 'lowest deep embedded validation risk (You et al. 2019)',
+    'oracle': 'a reference, not a rule: best accuracy on labelled target/oracle_val',
+}
 
 
 def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
