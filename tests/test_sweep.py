@@ -47,6 +47,15 @@ def test_sweep_runs_each_run_once_and_a_rerun_skips_them(sweep_file, tmp_path, c
   workdir = str(tmp_path / 'runs')
   first = sweep.run_sweep(sweep_file, workdir)
   assert len(first['trained']) == 2 and not first['failed']
+  out = capsys.readouterr().out
+  # Progress as runs start and end, then the table's wall time and runs per hour.
+  assert '[0/2 finished, 0 failed, 2 remaining, ETA after the first run] training ' in out, out
+  assert '[1/2 finished, 0 failed, 1 remaining, ETA 0:' in out
+  assert '[2/2 finished, 0 failed, 0 remaining' in out
+  assert 'table: this sweep trained 2 run(s) in 0:' in out and 'runs/hour' in out
+  for name in first['trained']:  # Each run's log lies in its workdir.
+    with open(os.path.join(workdir, name, 'train.log')) as f:
+      assert 'steps/s' in f.read()
   second = sweep.run_sweep(sweep_file, workdir)
   assert sorted(second['done']) == sorted(first['trained']) and not second['trained']
   # A run interrupted after its last checkpoint (no summary yet) resumes instead of restarting.
@@ -79,6 +88,9 @@ def test_submitit_local_executor_trains_the_runs(sweep_file, tmp_path):
   assert len(outcomes['trained']) == 2, outcomes
   assert all(os.path.exists(os.path.join(workdir, name, 'summary.json'))
              for name in outcomes['trained'])
+  for name in outcomes['trained']:
+    with open(os.path.join(workdir, name, 'train.log')) as f:
+      assert 'steps/s' in f.read()
 
 
 def test_bad_sweep_files_are_one_line_errors(tmp_path, capsys):
@@ -183,6 +195,9 @@ def test_a_run_that_needs_another_starts_from_its_finished_workdir(tmp_path):
   workdir = str(tmp_path / 'runs')
   outcomes = sweep.run_sweep(str(path), workdir, executor='process', parallel=2)
   assert outcomes['trained'] == ['pretrain', finetune], outcomes
+  for name in outcomes['trained']:   # The process executor keeps each run's log too.
+    with open(os.path.join(workdir, name, 'train.log')) as f:
+      assert 'steps/s' in f.read()
   with open(os.path.join(workdir, 'before.json')) as f:
     assert json.load(f) == {'run_dir': os.path.join(workdir, finetune), 'pretrain_done': True}
   with open(os.path.join(workdir, finetune, 'init_from.txt')) as f:
@@ -298,7 +313,8 @@ def test_vectorize_trains_runs_that_differ_in_seed_as_one_group(sweep_file, tmp_
   workdir = str(tmp_path / 'runs')
   outcomes = sweep.run_sweep(sweep_file, workdir, vectorize=2)
   assert len(outcomes['trained']) == 2 and not outcomes['failed']
-  assert capsys.readouterr().out.count('== ') == 1     # One group, one program.
+  out = capsys.readouterr().out
+  assert out.count('] training ') == 1 and '(+1 vectorized)' in out  # One group, one program.
   for name in outcomes['trained']:
     with open(os.path.join(workdir, name, 'summary.json')) as f:
       assert json.load(f)['vectorized_runs'] == 2
@@ -316,3 +332,44 @@ def test_groups_hold_only_runs_that_may_be_vectorized():
   names = [[job[0] for job in group] for group in sweep.groups_of(jobs, runs, 2)]
   assert names == [['r0', 'r1'], ['r4'], ['r2'], ['r3']]
   assert [[job[0] for job in g] for g in sweep.groups_of(jobs, runs, 1)] == [[n] for n in runs]
+
+
+def test_run_names_come_from_the_labels_and_leave_the_data_locations_out(tmp_path):
+  path = tmp_path / 'report_sweep.py'
+  path.write_text(REPORT_SWEEP)
+  _, runs = sweep.load_sweep(str(path))
+  assert [r['name'].rsplit('-', 1)[0] for r in runs] == ['task=M2O'] * 4  # Labels: only the task.
+  assert len({r['name'] for r in runs}) == 4
+  labels = {'task': 'A→W', 'method': 'dann', 'seed': 0}
+  name = sweep.run_name('c.py', 'method=dann', {'seed': 0}, labels)
+  assert name.startswith('task=A2W_method=dann_seed=0-')
+  for location in sweep.LOCATION_KEYS:   # Another checkout's data folders: the same run.
+    assert sweep.run_name('c.py', 'method=dann', {'seed': 0, location: '/elsewhere'},
+                          labels) == name
+  assert sweep.run_name('c.py', 'method=dann', {'seed': 1}, labels) != name
+  # A run made under the earlier naming keeps its workdir.
+  legacy = sweep.legacy_run_name(runs[0]['config'], runs[0]['arg'], runs[0]['overrides'])
+  os.makedirs(tmp_path / 'runs' / legacy)
+  _, found = sweep.load_sweep(str(path), workdir=str(tmp_path / 'runs'))
+  assert found[0]['name'] == legacy and found[1]['name'] == runs[1]['name']
+
+
+def test_only_selects_runs_by_label_with_the_runs_they_need(tmp_path, capsys):
+  path = tmp_path / 'report_sweep.py'
+  path.write_text(REPORT_SWEEP)
+  _, runs = sweep.load_sweep(str(path))
+  dann = sweep.select_runs(runs, ['method=dann'])
+  assert len(dann) == 2 and all('method=dann' in r['arg'] for r in dann)
+  assert len(sweep.select_runs(runs, ['method=dann', 'seed=1'])) == 1
+  assert len(sweep.select_runs(runs, ['seed=0', 'seed=1', 'method=dann'])) == 2
+  assert sweep.main([str(path), '--only', 'method=dann', '--only', 'seed=0', '--dry_run',
+                     f'--workdir={tmp_path}/runs']) == 0
+  assert 'sweep ' + str(path) + ': 1 runs' in capsys.readouterr().out
+  for only, message in ((['metod=dann'], "no run has the label 'metod'"),
+                        (['method=mcc'], 'matches no run'), (['method'], 'not KEY=VALUE')):
+    assert sweep.main([str(path), '--dry_run', *(f'--only={o}' for o in only)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and '\n' not in err, err
+  pretrain = {'name': 'pre', 'arg': '', 'overrides': {}, 'labels': {}, 'needs': []}
+  tune = {'name': 'tune', 'arg': 'recipe=l2', 'overrides': {}, 'labels': {}, 'needs': ['pre']}
+  assert [r['name'] for r in sweep.select_runs([pretrain, tune], ['recipe=l2'])] == ['pre', 'tune']

@@ -92,13 +92,13 @@ def sweep_curves(path: str, workdir: str, metric: str = '', rows: Sequence[str] 
   from transfer_jax import report
   from transfer_jax import sweep as sweep_lib
   from transfer_jax.training import workdir as workdir_lib
-  module, runs = sweep_lib.load_sweep(path)
+  module, runs = sweep_lib.load_sweep(path, workdir=workdir)
   table = {**report.DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
   metric = metric or table['metric']
   series: dict[str, dict[str, list]] = {}
   missing = []
   for run in runs:
-    labels = report.run_labels(module, run)
+    labels = sweep_lib.run_labels(run)
     for key in ('rows', 'columns', 'seed'):
       if table[key] and table[key] not in labels:
         raise UserError(f'run {run["name"]} has no label {table[key]!r} (TABLE[{key!r}] of '

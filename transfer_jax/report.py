@@ -58,14 +58,9 @@ RULE_DESCRIPTIONS = {
 
 
 def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
-  """The labels a table groups a run by (see the module docstring)."""
-  labels = {}
-  for item in filter(None, run['arg'].split(',')):
-    key, _, value = item.partition('=')
-    labels[key] = value if value else True
-  labels.update(run['overrides'])
-  labels.update(run.get('labels', {}))
-  return labels
+  """The labels a table groups a run by (see the module docstring and `sweep.run_labels`)."""
+  del module  # The labels are the run's own.
+  return sweep_lib.run_labels(run)
 
 
 def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ...] = ('last',),
@@ -75,7 +70,7 @@ def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ..
   finished ones, 'rows': every row label, 'costs': {row: {'wall_s': [...], 'trainable': [...]}},
   'inputs': [(name, summary)] of the runs that others need and that are not in the table}."""
   from transfer_jax.errors import UserError
-  module, runs = sweep_lib.load_sweep(path, extra_overrides)
+  module, runs = sweep_lib.load_sweep(path, extra_overrides, workdir)
   needed = {need for run in runs for need in run['needs']}
   cells: dict[str, dict[tuple[str, str], dict[Any, float]]] = {rule: {} for rule in rules}
   info: dict[str, Any] = {'missing': [], 'commits': set(), 'rows': set(), 'costs': {},

@@ -13,8 +13,13 @@ A sweep file is a Python file that defines
 
 and may use `grid(...)` and `random_search(...)` from this module to build the dicts (a run may
 also carry `labels`, e.g. {'task': 'A→W'}: names for `transfer_jax.report`). Every run
-gets a workdir named after its arg and overrides (readable, plus a hash of both), under
-`--workdir` (default runs/NAME). Runs are resumable and never executed twice: a run whose
+gets a workdir named after its labels (else its arg and overrides), plus a hash of its config,
+arg and overrides, under `--workdir` (default runs/NAME). Data locations (data.manual_dir,
+data.data_dir, compilation_cache_dir) are not part of the hash: the same sweep from another
+checkout finds the same runs. `--only KEY=VALUE` (repeatable; one key given twice means either
+value) runs the subset whose labels match, e.g. `--only method=dann --only seed=0`.
+
+Runs are resumable and never executed twice: a run whose
 summary.json reports its last step is skipped; an interrupted run resumes from its checkpoint;
 a run being trained (a lock file `.sweep_lock` names its host and process) is left alone, and a
 lock whose process died on this host is taken over.
@@ -40,6 +45,10 @@ the executor's parameters, e.g. {'slurm_partition': 'gpu', 'gpus_per_node': 1, '
 120}). `--vectorize K`: runs that differ only in seed, method.trade_off, optimizer.learning_rate
 or optimizer.weight_decay train up to K at a time in one program, vmapped over a run axis
 (transfer_jax/training/vectorized.py); with every executor a group is one job.
+
+Every executor writes each run's output to RUN_DIR/train.log; the sweep prints a line as each
+run starts and ends (finished / failed / remaining, the run now training, an ETA) and, at the
+end, the table's wall time and runs per hour.
 """
 
 import argparse
@@ -55,7 +64,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from transfer_jax.sweep_worker import (  # noqa: F401 (LOCK_FILE, train_run: public names)
+from transfer_jax.sweep_progress import Progress, logged_train_runs, table_figures
+from transfer_jax.sweep_worker import (  # noqa: F401 (LOCK_FILE, train_run(s): public names)
   LOCK_FILE,
   alive,
   lock_holder,
@@ -66,6 +76,8 @@ from transfer_jax.sweep_worker import (  # noqa: F401 (LOCK_FILE, train_run: pub
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_WORKDIR = '{sweep_workdir}'   # Placeholder in override values (see the docstring).
 RUN_KEYS = ('arg', 'overrides', 'config', 'labels', 'name', 'needs', 'before')
+# Where files are found, not what a run computes: left out of the run names' hash.
+LOCATION_KEYS = ('data.manual_dir', 'data.data_dir', 'compilation_cache_dir')
 
 
 def grid(**axes: Any) -> Iterator[dict[str, Any]]:
@@ -93,10 +105,11 @@ def random_search(num: int, seed: int = 0, **distributions: Any) -> Iterator[dic
     yield draw
 
 
-def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None
-               ) -> tuple[Any, list[dict[str, Any]]]:
+def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None,
+               workdir: str | None = None) -> tuple[Any, list[dict[str, Any]]]:
   """The sweep module and its runs, each {'arg', 'overrides', 'config', 'labels', 'name',
-  'needs', 'before', 'wave'}; `extra_overrides` are added to every run (and to its name)."""
+  'needs', 'before', 'wave'}; `extra_overrides` are added to every run (and to its name). With
+  `workdir`, a run that exists there under its name of before the label-based names keeps it."""
   from transfer_jax.errors import UserError
   if not os.path.isfile(path):
     raise UserError(f'no sweep file {path!r}; give experiments/NAME.py')
@@ -115,14 +128,20 @@ def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None
     if not config:
       raise UserError(f'{path}: set CONFIG = "configs/NAME.py" or give each run a config')
     overrides = {**run.get('overrides', {}), **(extra_overrides or {})}
-    name = run.get('name') or run_name(config, run.get('arg', ''), overrides)
+    labels = dict(run.get('labels', {}))
+    name = run.get('name') or run_name(config, run.get('arg', ''), overrides, labels)
+    if workdir is not None and not run.get('name'):
+      legacy = legacy_run_name(config, run.get('arg', ''), overrides)
+      if (not os.path.isdir(os.path.join(workdir, name))
+          and os.path.isdir(os.path.join(workdir, legacy))):
+        name = legacy
     if not re.fullmatch(r'[A-Za-z0-9_.=+-]+', name) or name.startswith('.'):
       raise UserError(f'{path}: run name {name!r} is not a plain folder name; use letters, '
                       'digits and _.=+-')
     if run.get('before') is not None and not callable(run['before']):
       raise UserError(f'{path}: run {name}: before must be a function (run_dir, sweep_workdir)')
     runs.append({'config': config, 'arg': run.get('arg', ''), 'overrides': overrides,
-                 'labels': dict(run.get('labels', {})),   # For reports; not part of the name.
+                 'labels': labels,   # For reports and the readable part of the name.
                  'name': name, 'needs': list(run.get('needs', ())),
                  'before': run.get('before')})
   names = [r['name'] for r in runs]
@@ -156,17 +175,77 @@ def _assign_waves(path: str, runs: list[dict[str, Any]]) -> None:
     wave(run, ())
 
 
-def run_name(config: str, arg: str, overrides: dict[str, Any]) -> str:
-  """A readable, deterministic workdir name: the arg and overrides, then a hash of all three."""
+def run_name(config: str, arg: str, overrides: dict[str, Any],
+             labels: dict[str, Any] | None = None) -> str:
+  """A readable, deterministic workdir name: the labels (else the arg and overrides), then a
+  hash of the config, arg and overrides without the data locations (LOCATION_KEYS)."""
+  identity = sorted((k, v) for k, v in overrides.items() if k not in LOCATION_KEYS)
+  digest = hashlib.sha1(json.dumps([config, arg, identity], default=str).encode()).hexdigest()[:8]
+  if labels:
+    readable = '_'.join(f'{k}={v}' for k, v in labels.items()).replace('→', '2')
+    readable = re.sub(r'[^A-Za-z0-9_.=+-]+', '', readable)[:80].strip('_') or 'run'
+    return f'{readable}-{digest}'
+  return _readable(arg, overrides) + f'-{digest}'
+
+
+def legacy_run_name(config: str, arg: str, overrides: dict[str, Any]) -> str:
+  """The name runs had before labels named them (the hash covered the data locations too)."""
   canonical = json.dumps([config, arg, sorted(overrides.items())], default=str)
-  digest = hashlib.sha1(canonical.encode()).hexdigest()[:8]
+  return _readable(arg, overrides) + '-' + hashlib.sha1(canonical.encode()).hexdigest()[:8]
+
+
+def _readable(arg: str, overrides: dict[str, Any]) -> str:
   # Readable part: the arg, the seed, then the other overrides by their last key component
   # (paths are left out: they are in the hash).
   shown = sorted(overrides.items(), key=lambda item: (item[0] != 'seed', item[0]))
   readable = '_'.join([arg.replace(',', '_')] + [f'{k.rsplit(".", 1)[-1]}={v}' for k, v in shown
                                                  if not k.endswith(('_dir', '.path'))])
-  readable = re.sub(r'[^A-Za-z0-9_.=+-]+', '', readable)[:80].strip('_') or 'run'
-  return f'{readable}-{digest}'
+  return re.sub(r'[^A-Za-z0-9_.=+-]+', '', readable)[:80].strip('_') or 'run'
+
+
+def run_labels(run: dict[str, Any]) -> dict[str, Any]:
+  """What a run is known by (tables, --only): its arg's `key=value` items, its overrides, and
+  the `labels` it yields, later ones winning."""
+  labels = {}
+  for item in filter(None, run['arg'].split(',')):
+    key, _, value = item.partition('=')
+    labels[key] = value if value else True
+  labels.update(run['overrides'])
+  labels.update(run.get('labels', {}))
+  return labels
+
+
+def select_runs(runs: list[dict[str, Any]], only: list[str]) -> list[dict[str, Any]]:
+  """The runs whose labels match every `KEY=VALUE` of `only` (a key given twice: either
+  value), with the runs they need; one-line errors for a key no run has or an empty subset."""
+  from transfer_jax.errors import UserError
+  wanted: dict[str, set[str]] = {}
+  for item in only:
+    key, sep, value = item.partition('=')
+    if not sep or not key:
+      raise UserError(f'--only {item!r} is not KEY=VALUE; e.g. --only method=dann')
+    wanted.setdefault(key, set()).add(value)
+  if not wanted:
+    return runs
+  all_labels = [{k: str(v) for k, v in run_labels(run).items()} for run in runs]
+  known = set().union(*all_labels) if all_labels else set()
+  for key in wanted:
+    if key not in known:
+      raise UserError(f'--only {key}=...: no run has the label {key!r}; labels are '
+                      f'{", ".join(sorted(known))}')
+  chosen = {run['name'] for run, labels in zip(runs, all_labels, strict=True)
+            if all(labels.get(k) in values for k, values in wanted.items())}
+  if not chosen:
+    values = {k: sorted({labels[k] for labels in all_labels if k in labels}) for k in wanted}
+    raise UserError(f'--only {" ".join(only)} matches no run; values are {values}')
+  by_name = {run['name']: run for run in runs}
+  pending = list(chosen)
+  while pending:  # The runs a chosen run needs come along.
+    for need in by_name[pending.pop()]['needs']:
+      if need not in chosen:
+        chosen.add(need)
+        pending.append(need)
+  return [run for run in runs if run['name'] in chosen]
 
 
 def _spec(run: dict[str, Any]) -> str:
@@ -198,9 +277,10 @@ def status(run: dict[str, Any], workdir: str) -> str:
 
 def _subprocess_runs(specs: list[str], overrides: list[list[str]],
                      workdirs: list[str]) -> list[str]:
-  """`train_runs` in a fresh Python process (the `process` executor)."""
-  code = ('import json, sys; from transfer_jax.sweep_worker import train_runs; '
-          'print(json.dumps(train_runs(*json.loads(sys.argv[1]))))')
+  """`train_runs` in a fresh Python process (the `process` executor); the runs' output goes to
+  their train.log files."""
+  code = ('import json, sys; from transfer_jax.sweep_progress import logged_train_runs; '
+          'print(json.dumps(logged_train_runs(*json.loads(sys.argv[1]))))')
   result = subprocess.run([sys.executable, '-c', code, json.dumps([specs, overrides, workdirs])],
                           cwd=ROOT, capture_output=True, text=True)
   if result.returncode != 0:
@@ -230,15 +310,17 @@ def groups_of(jobs: list[tuple[str, str, list[str], str]], runs: dict[str, dict[
 
 def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int = 1,
               dry_run: bool = False, extra_overrides: dict[str, Any] | None = None,
-              vectorize: int = 1) -> dict[str, list[str]]:
-  """Runs every run of the sweep that is not done, wave by wave (see 'needs'), up to
-  `vectorize` runs together as one vectorized group; returns {outcome: [run names]}."""
+              vectorize: int = 1, only: list[str] | None = None) -> dict[str, list[str]]:
+  """Runs every run of the sweep (or the subset `only` selects, see `select_runs`) that is not
+  done, wave by wave (see 'needs'), up to `vectorize` runs together as one vectorized group;
+  returns {outcome: [run names]}."""
   from transfer_jax.errors import UserError
   if executor not in ('inline', 'process', 'submitit_local', 'slurm'):
     raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
                     'or slurm')
-  module, runs = load_sweep(path, extra_overrides)
   workdir = os.path.abspath(workdir)
+  module, runs = load_sweep(path, extra_overrides, workdir)
+  runs = select_runs(runs, only or [])
   outcomes: dict[str, list[str]] = {'done': [], 'running': [], 'trained': [], 'skipped': [],
                                     'failed': [], 'blocked': [], 'todo': []}
   todo = []
@@ -259,6 +341,7 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
     outcomes['todo'] = [run['name'] for run in todo]
     return outcomes
   finished = set(outcomes['done'])
+  progress = Progress(len(runs) - len(outcomes['running']), len(outcomes['done']))
   for wave in waves:
     ready = []
     for run in (r for r in todo if r['wave'] == wave):
@@ -268,6 +351,7 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
         print(f'run {run["name"]} is blocked: {", ".join(waiting)} did not finish; rerun the '
               'sweep once they are done', file=sys.stderr)
         outcomes['blocked'].append(run['name'])
+        progress.ended(run['name'], 'blocked')
         continue
       if run['before'] is not None:
         try:
@@ -276,41 +360,54 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
           print(f'run {run["name"]} failed before training: {type(e).__name__}: {e}',
                 file=sys.stderr)
           outcomes['failed'].append(run['name'])
+          progress.ended(run['name'], 'failed')
           continue
       ready.append((run['name'], _spec(run), _override_strings(run, workdir), run_dir))
     by_name = {run['name']: run for run in todo}
     for name, outcome in _execute(groups_of(ready, by_name, vectorize), executor, parallel,
-                                  module, workdir):
+                                  module, workdir, progress):
       outcomes[outcome].append(name)
       if outcome == 'trained':
         finished.add(name)
   print('sweep finished: ' + ', '.join(f'{len(v)} {k}' for k, v in outcomes.items() if v))
+  from transfer_jax.training import workdir as workdir_lib
+  print(table_figures([workdir_lib.read_summary(os.path.join(workdir, run['name']))
+                       for run in runs], len(outcomes['trained']), progress.elapsed()))
   return outcomes
 
 
 def _execute(groups: list[list[tuple[str, str, list[str], str]]], executor: str, parallel: int,
-             module: Any, workdir: str) -> list[tuple[str, str]]:
+             module: Any, workdir: str, progress: Progress) -> list[tuple[str, str]]:
   """Trains the groups of jobs (name, spec, overrides, run_dir) of one wave, each group in one
-  program; [(name, outcome)]."""
+  program; [(name, outcome)], each also reported to `progress` as it ends."""
   results: list[tuple[str, str]] = []
   if not groups:
     return results
+
+  def ended(new: list[tuple[str, str]]) -> None:
+    for name, outcome in new:
+      progress.ended(name, outcome)
+    results.extend(new)
+
   columns = [list(column) for column in (zip(*group, strict=True) for group in groups)]
   if executor == 'inline':
     for names, specs, overrides, run_dirs in columns:
-      print('== ' + ', '.join(names), flush=True)
+      progress.starting(names, run_dirs)
       try:
-        results += zip(names, train_runs(list(specs), list(overrides), list(run_dirs)),
-                       strict=True)
+        ended(list(zip(names, logged_train_runs(list(specs), list(overrides), list(run_dirs)),
+                       strict=True)))
       except Exception as e:  # noqa: BLE001 (one failed run must not stop the sweep)
         print(f'run {", ".join(names)} failed: {type(e).__name__}: {e}', file=sys.stderr)
-        results += [(name, 'failed') for name in names]
+        ended([(name, 'failed') for name in names])
   elif executor == 'process':
+    def subprocess_group(names, specs, overrides, run_dirs):
+      progress.starting(names, run_dirs)
+      return _subprocess_runs(list(specs), list(overrides), list(run_dirs))
+
     with concurrent.futures.ThreadPoolExecutor(max(parallel, 1)) as pool:
-      futures = {pool.submit(_subprocess_runs, list(specs), list(overrides), list(run_dirs)):
-                 names for names, specs, overrides, run_dirs in columns}
+      futures = {pool.submit(subprocess_group, *column): column[0] for column in columns}
       for future in concurrent.futures.as_completed(futures):
-        results += _outcomes(future, futures[future])
+        ended(_outcomes(future, futures[future]))
   else:
     import submitit
     folder = os.path.join(workdir, '.submitit')
@@ -318,10 +415,13 @@ def _execute(groups: list[list[tuple[str, str, list[str], str]]], executor: str,
               else submitit.AutoExecutor(folder=folder, cluster='slurm'))
     submit.update_parameters(**({'timeout_min': 60} | getattr(module, 'SLURM', {}))
                              if executor == 'slurm' else {'timeout_min': 60})
-    futures = {submit.submit(train_runs, list(specs), list(overrides), list(run_dirs)): names
-               for names, specs, overrides, run_dirs in columns}
+    futures = {}
+    for names, specs, overrides, run_dirs in columns:
+      progress.starting(names, run_dirs)
+      futures[submit.submit(logged_train_runs, list(specs), list(overrides),
+                            list(run_dirs))] = names
     for job, names in futures.items():
-      results += _outcomes(job, names)
+      ended(_outcomes(job, names))
   return results
 
 
@@ -362,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                       'optimizer.learning_rate or optimizer.weight_decay together, vmapped')
   parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                       help='added to every run (and its name), e.g. total_steps=4')
+  parser.add_argument('--only', action='append', default=[], metavar='KEY=VALUE',
+                      help='only the runs with this label (repeatable), e.g. method=dann')
   args = parser.parse_args(argv)
   name = os.path.splitext(os.path.basename(args.sweep_file))[0]
   workdir = args.workdir or os.path.join('runs', name)
@@ -370,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
       raise UserError(f'--vectorize={args.vectorize}: give the number of runs to train together '
                       '(1: one at a time)')
     outcomes = run_sweep(args.sweep_file, workdir, args.executor, args.parallel, args.dry_run,
-                         parse_overrides(args.override), args.vectorize)
+                         parse_overrides(args.override), args.vectorize, args.only)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
