@@ -43,8 +43,12 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.method.trade_off = 1.0       # lambda: weight of the transfer term.
   config.method.trade_off_schedule = 'constant'  # lambda(p): times 'constant', 'linear', 'dann'.
   # Adversarial methods (dann, cdan, cdan_e, mdd): the gradient-reversal coefficient.
-  config.method.grl_schedule = 'dann'  # 'dann': coeff ramps 2/(1+exp(-gamma p))-1; 'constant'.
+  # 'dann': coeff ramps 2/(1+exp(-gamma p))-1 in the progress p; 'warm_start': TLlib's
+  # 2/(1+exp(-alpha i/N))-1 in the iteration i (N = grl_warm_iters); 'constant'.
+  config.method.grl_schedule = 'dann'
   config.method.grl_gamma = 10.0
+  config.method.grl_warm_alpha = 1.0
+  config.method.grl_warm_iters = 1000
   config.method.grl_coeff = 1.0       # Final (or constant) gradient-reversal coefficient.
   config.method.cdan_randomized_dim = 0  # cdan(_e): >0 uses the randomized multilinear map.
   # dan, jan, residual_fusion: Gaussian kernels of bandwidth m * (mean squared distance).
@@ -96,9 +100,13 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 5e-4
-  config.optimizer.schedule = 'dann_annealing'  # mu_0 / (1 + alpha p)^beta; 'constant'; 'cosine'.
+  # 'dann_annealing': mu_0 / (1 + alpha p)^beta; 'inverse': mu_0 (1 + gamma i)^-power in the
+  # iteration i (TLlib); 'constant'; 'cosine'; 'step'.
+  config.optimizer.schedule = 'dann_annealing'
   config.optimizer.anneal_alpha = 10.0
   config.optimizer.anneal_beta = 0.75
+  config.optimizer.inverse_gamma = 0.001
+  config.optimizer.inverse_power = 0.75
   config.optimizer.step_boundaries = (0.5, 0.75)  # 'step' schedule: fractions of total_steps,
   config.optimizer.step_factor = 0.1              # where the learning rate is multiplied by this.
   config.optimizer.freeze = ''        # Regex of parameter paths that never train.
@@ -160,6 +168,17 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       classifier_hidden=(),        # Hidden widths of the classifier (() = linear).
       discriminator_hidden=(100,),  # Hidden widths of the domain discriminator (DANN, CDAN)
                                     # and of MDD's adversarial classifier.
+      discriminator_batch_norm=False,  # BatchNorm after each of those hidden layers (TLlib).
+      conv_impl='fused',           # LeNet conv blocks: 'fused' (fast on CPU) or 'xla' (textbook).
+      # 'lenet' backbone (models/lenet.py): conv 5x5 widths, Dropout2d on the last conv maps,
+      # Dense-ReLU widths after the flatten and their dropout, a bottleneck Dense (0: none)
+      # with BatchNorm -> ReLU whose output is the features.
+      lenet_conv=(32, 48),
+      lenet_conv_dropout=0.0,
+      lenet_dense=(),
+      lenet_dense_dropout=0.0,
+      bottleneck_dim=0,
+      bottleneck_batch_norm=True,
       fusion_hidden=(256,),        # residual_fusion: hidden widths of the residual module.
       dropout=0.0,                 # Dropout in the classifier's hidden layers.
       # BatchNorm statistics: 'train' (updated on training batches), 'frozen' (the transferred
@@ -201,7 +220,9 @@ def data_config(source: ml_collections.ConfigDict, target: ml_collections.Config
       source=source, target=target,
       image_size=28,           # Common square size (0: keep the stored size).
       channels=1,              # 1 or 3: grey <-> RGB conversion where a domain differs.
-      normalize='unit',        # 'unit': [0, 1]; 'standardize': per-channel train statistics.
+      # 'unit': [0, 1]; 'symmetric': (x - 0.5) / 0.5 in [-1, 1] (TLlib's digits);
+      # 'standardize': per-channel train statistics.
+      normalize='unit',
       in_memory=True,          # Read the splits into memory (small data); False streams them.
       test_fraction=0.2,       # For test_split='holdout'.
       split_seed=0,            # Fixes every protocol draw, independent of config.seed.

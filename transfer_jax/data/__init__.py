@@ -106,9 +106,11 @@ def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDi
     sample = np.arange(min(STATS_EXAMPLES, len(splits['train'])))
     train_inputs = preprocess.model_inputs(_stack(read_many(splits['train'], sample)), image_fn)
     post_fn = preprocess.standardizer(train_inputs)
+  elif data.normalize == 'symmetric':
+    post_fn = preprocess.symmetric
   elif data.normalize != 'unit':
-    raise UserError(f"unknown config.data.normalize={data.normalize!r}; use 'unit' or "
-                    "'standardize'")
+    raise UserError(f"unknown config.data.normalize={data.normalize!r}; use 'unit', "
+                    "'symmetric' or 'standardize'")
   return Domain(name=domain.name, num_classes=num_classes, splits=splits,
                 batch_fn=functools.partial(preprocess.to_model_batch, image_fn=image_fn,
                                            post_fn=post_fn),

@@ -75,6 +75,11 @@ def model_inputs(batch: Batch, image_fn: Callable) -> np.ndarray:
   return np.asarray(batch['features'], np.float32)
 
 
+def symmetric(inputs: np.ndarray) -> np.ndarray:
+  """[0, 1] -> [-1, 1]: (x - 0.5) / 0.5, torchvision's Normalize(0.5, 0.5) (TLlib's digits)."""
+  return (inputs - 0.5) / 0.5
+
+
 def standardizer(train_inputs: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
   """(x - mean) / std with statistics per channel (images) or per dimension (features)."""
   axes = tuple(range(train_inputs.ndim - 1))

@@ -4,7 +4,7 @@ import ml_collections
 
 from transfer_jax.errors import UserError
 from transfer_jax.models.growable import GrowableConvNet, GrowableMLP
-from transfer_jax.models.lenet import DannLeNetFeatures
+from transfer_jax.models.lenet import DannLeNetFeatures, LeNetFeatures
 from transfer_jax.models.mlp import MLP, MLPFeatures, ResidualMLP
 from transfer_jax.models.resnet import ResNetFeatures
 from transfer_jax.models.transfer_model import TransferModel
@@ -13,7 +13,15 @@ from transfer_jax.models.vgg import VGGFeatures
 # Config name -> backbone constructor. One explicit table; add an entry per new backbone.
 BACKBONES = {
     # conv_impl: 'fused' (fast on CPU) or 'xla' (textbook); same parameters and outputs.
-    'dann_lenet': lambda cfg: DannLeNetFeatures(conv_impl=cfg.get('conv_impl', 'fused')),
+    'dann_lenet': lambda cfg: DannLeNetFeatures(conv_impl=cfg.conv_impl),
+    # The LeNet family (models/lenet.py): the DANN paper's, TLlib's digits net, LeNet-5, ...
+    'lenet': lambda cfg: LeNetFeatures(conv=tuple(cfg.lenet_conv),
+                                       conv_dropout=cfg.lenet_conv_dropout,
+                                       dense=tuple(cfg.lenet_dense),
+                                       dense_dropout=cfg.lenet_dense_dropout,
+                                       bottleneck=cfg.bottleneck_dim,
+                                       bottleneck_batch_norm=cfg.bottleneck_batch_norm,
+                                       conv_impl=cfg.conv_impl),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
     'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden),
                                    batch_norm=cfg.get('backbone_batch_norm', False)),
@@ -55,9 +63,11 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
     raise ValueError(f'unknown model heads {sorted(unknown)}')
   discriminator = adversary = fusion = None
   if 'discriminator' in heads:
-    discriminator = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=1)
+    discriminator = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=1,
+                        batch_norm=model_config.discriminator_batch_norm)
   if 'adversary' in heads:  # MDD's f': the discriminator's hidden widths, one logit per class.
-    adversary = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=num_classes)
+    adversary = MLP(hidden=tuple(model_config.discriminator_hidden), out_dim=num_classes,
+                    batch_norm=model_config.discriminator_batch_norm)
   if 'fusion' in heads:
     fusion = ResidualMLP(hidden=tuple(model_config.get('fusion_hidden', (256,))))
   return TransferModel(
@@ -71,6 +81,6 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
       freeze_backbone_statistics=model_config.get('batch_norm', 'train') == 'frozen')
 
 
-__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'GrowableConvNet', 'GrowableMLP',
+__all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'GrowableConvNet', 'GrowableMLP', 'LeNetFeatures',
            'MLPFeatures', 'ResNetFeatures', 'ResidualMLP', 'TransferModel', 'VGGFeatures',
            'build_model']

@@ -155,20 +155,54 @@ class ConvReluPool(nn.Module):
     return CONV_IMPLS[self.conv_impl](x, kernel, bias)
 
 
-class DannLeNetFeatures(nn.Module):
-  """Feature extractor of the DANN paper's MNIST network (Ganin et al. 2016, appendix).
+class LeNetFeatures(nn.Module):
+  """The LeNet family of the domain-adaptation literature, one module with different fields.
 
-  conv 32@5x5 (valid) -> ReLU -> max-pool 2 -> conv 48@5x5 (valid) -> ReLU -> max-pool 2 ->
-  flatten. On 28x28 inputs the features have 4*4*48 = 768 dimensions.
+  conv 5x5 (valid) -> ReLU -> max-pool 2 blocks of widths `conv` (channel dropout of rate
+  `conv_dropout` on the last block's maps, torch's Dropout2d), flattened in torch's (channel,
+  height, width) order, then Dense -> ReLU (-> Dropout `dense_dropout`) layers of widths `dense`,
+  then an optional bottleneck Dense `bottleneck` (-> BatchNorm) -> ReLU. The features are the
+  last layer's output. Max-pool, ReLU and a per-channel scale by 0 or 1/(1-p) commute, so the
+  order of conv -> Dropout2d -> pool -> ReLU (TLlib) and conv -> ReLU -> pool does not matter.
+
+    DANN paper (Ganin et al. 2016)  conv=(32, 48)                             768-d features
+    TLlib digits LeNet               conv=(20, 50), conv_dropout=0.5, dense=(500,),
+                                     dense_dropout=0.5, bottleneck=256 + BatchNorm
+    LeNet-5 (LeCun et al. 1998)      conv=(6, 16), dense=(120, 84) on 32x32 inputs
   """
 
+  conv: tuple[int, ...] = (32, 48)
+  conv_dropout: float = 0.0
+  dense: tuple[int, ...] = ()
+  dense_dropout: float = 0.0
+  bottleneck: int = 0
+  bottleneck_batch_norm: bool = True
   conv_impl: str = 'fused'  # A key of CONV_IMPLS: 'fused' (fast on CPU) or 'xla' (textbook).
 
   @nn.compact
   def __call__(self, images_BxHxWxC: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    del train  # No dropout or batch statistics in this network.
-    x = ConvReluPool(32, self.conv_impl, name='conv1')(images_BxHxWxC)
-    x = ConvReluPool(48, self.conv_impl, name='conv2')(x)
+    x = images_BxHxWxC
+    for i, width in enumerate(self.conv):
+      x = ConvReluPool(width, self.conv_impl, name=f'conv{i + 1}')(x)
+    if self.conv_dropout:  # Whole channels dropped (NHWC: the mask broadcasts over H and W).
+      x = nn.Dropout(self.conv_dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
     # Flatten in (channel, height, width) order so the feature layout, and hence the first dense
     # layer's weights, match torch's `x.flatten(1)` on NCHW tensors.
-    return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    for i, width in enumerate(self.dense):
+      x = nn.relu(nn.Dense(width, name=f'fc{i + 1}')(x))
+      if self.dense_dropout:
+        x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
+    if self.bottleneck:
+      x = nn.Dense(self.bottleneck, name='bottleneck')(x)
+      if self.bottleneck_batch_norm:  # torch's BatchNorm1d: momentum 0.1, eps 1e-5.
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         name='bottleneck_bn')(x)
+      x = nn.relu(x)
+    return x
+
+
+def DannLeNetFeatures(conv_impl: str = 'fused') -> LeNetFeatures:  # noqa: N802
+  """The DANN paper's MNIST feature extractor (Ganin et al. 2016, appendix): conv 32@5x5 ->
+  ReLU -> max-pool 2 -> conv 48@5x5 -> ReLU -> max-pool 2 -> flatten (768-d on 28x28)."""
+  return LeNetFeatures(conv=(32, 48), conv_impl=conv_impl)

@@ -7,16 +7,23 @@ import jax.numpy as jnp
 
 
 class MLP(nn.Module):
-  """Dense -> ReLU stack ending in a linear layer of `out_dim` units (no final activation)."""
+  """Dense (-> BatchNorm) -> ReLU stack ending in a linear layer of `out_dim` units (no final
+  activation). `batch_norm`: torch's BatchNorm1d after each hidden Dense (TLlib's domain
+  discriminator)."""
 
   hidden: Sequence[int]
   out_dim: int
   dropout: float = 0.0
+  batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, name=f'dense{i}')(x))
+      x = nn.Dense(width, name=f'dense{i}')(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         name=f'bn{i}')(x)
+      x = nn.relu(x)
       if self.dropout:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.out_dim, name='out')(x)

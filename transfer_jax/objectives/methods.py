@@ -28,7 +28,7 @@ from transfer_jax.errors import UserError
 from transfer_jax.objectives import discrepancy
 from transfer_jax.objectives.gradient_reversal import gradient_reversal
 from transfer_jax.objectives.losses import cross_entropy
-from transfer_jax.objectives.schedules import dann_trade_off
+from transfer_jax.objectives.schedules import dann_trade_off, warm_start
 
 Metrics = dict[str, jnp.ndarray]
 Array = jnp.ndarray
@@ -60,14 +60,17 @@ def _num_source(batch: dict[str, Any]) -> int:
 
 
 def _grl_coeff(ctx: StepContext) -> Array:
-  """The gradient-reversal coefficient: the DANN ramp to `grl_coeff`, or constant."""
+  """The gradient-reversal coefficient: the DANN ramp to `grl_coeff` (in the progress), TLlib's
+  warm start to it (in the iteration), or constant."""
   cfg = ctx.config
   if cfg.grl_schedule == 'dann':
     return cfg.grl_coeff * dann_trade_off(ctx.progress, cfg.grl_gamma)
+  if cfg.grl_schedule == 'warm_start':
+    return cfg.grl_coeff * warm_start(ctx.step, cfg.grl_warm_alpha, cfg.grl_warm_iters)
   if cfg.grl_schedule == 'constant':
     return jnp.asarray(cfg.grl_coeff, jnp.float32)
-  raise UserError(f"unknown config.method.grl_schedule={cfg.grl_schedule!r}; choose 'dann' or "
-                  "'constant'")
+  raise UserError(f"unknown config.method.grl_schedule={cfg.grl_schedule!r}; choose 'dann', "
+                  "'warm_start' or 'constant'")
 
 
 def _domain_labels(num_source: int, total: int) -> Array:

@@ -1,4 +1,5 @@
-"""Schedules of the DANN paper (Ganin et al. 2016, section 5.2.2), functions of progress p."""
+"""Schedules of the DANN paper (Ganin et al. 2016, section 5.2.2), functions of progress p, and
+TLlib's, functions of the iteration alone (a run made with them can be continued to more steps)."""
 
 import jax.numpy as jnp
 import optax
@@ -18,6 +19,21 @@ def dann_annealing(base_lr: float, total_steps: int, alpha: float = 10.0,
     return base_lr / (1.0 + alpha * progress) ** beta
 
   return schedule
+
+
+def inverse_decay(base_lr: float, gamma: float = 0.001, power: float = 0.75) -> optax.Schedule:
+  """Learning rate lr * (1 + gamma * i)^-power in the iteration i (TLlib's LambdaLR schedule)."""
+
+  def schedule(step):
+    return base_lr * (1.0 + gamma * step) ** (-power)
+
+  return schedule
+
+
+def warm_start(step: jnp.ndarray, alpha: float = 1.0, max_iters: float = 1000.0) -> jnp.ndarray:
+  """TLlib's WarmStartGradientReverseLayer coefficient 2 / (1 + exp(-alpha i / N)) - 1 in the
+  iteration i, rising from 0 to ~1 (0.46 at i = N, 0.96 at 4N)."""
+  return 2.0 / (1.0 + jnp.exp(-alpha * step / max_iters)) - 1.0
 
 
 def progress(step: jnp.ndarray, total_steps: int) -> jnp.ndarray:

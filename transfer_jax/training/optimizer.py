@@ -16,7 +16,7 @@ import ml_collections
 import optax
 
 from transfer_jax.errors import UserError
-from transfer_jax.objectives.schedules import dann_annealing
+from transfer_jax.objectives.schedules import dann_annealing, inverse_decay
 from transfer_jax.transfer.params import compile_regex, param_names
 
 
@@ -28,13 +28,15 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int,
     return optax.constant_schedule(base)
   if cfg.schedule == 'dann_annealing':
     return dann_annealing(base, total_steps, cfg.anneal_alpha, cfg.anneal_beta)
+  if cfg.schedule == 'inverse':
+    return inverse_decay(base, cfg.inverse_gamma, cfg.inverse_power)
   if cfg.schedule == 'cosine':
     return optax.cosine_decay_schedule(base, total_steps)
   if cfg.schedule == 'step':
     boundaries = {int(b * total_steps): cfg.step_factor for b in cfg.step_boundaries}
     return optax.piecewise_constant_schedule(base, boundaries)
   raise UserError(f"unknown config.optimizer.schedule={cfg.schedule!r}; choose one of "
-                  "['constant', 'cosine', 'dann_annealing', 'step']")
+                  "['constant', 'cosine', 'dann_annealing', 'inverse', 'step']")
 
 
 class _GateState(NamedTuple):

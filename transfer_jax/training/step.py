@@ -136,8 +136,13 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
                                     for key in ('input', 'label')}
 
         def head(fn):  # A TransferModel method on features, in training mode.
-          return lambda x: model.apply(variables, x, train=True, rngs={'dropout': dropout_rng},
-                                       method=fn)
+          # BatchNorm in a head (TLlib's discriminator) normalises with the batch's statistics;
+          # its running averages are not kept: heads are never evaluated in inference mode.
+          def apply(x):
+            out = model.apply(variables, x, train=True, rngs={'dropout': dropout_rng},
+                              method=fn, mutable=mutable or False)
+            return out[0] if mutable else out
+          return apply
 
         def forward(extra_inputs):  # An extra pass; its BatchNorm statistics are not kept.
           out = model.apply(variables, extra_inputs, train=True, rngs={'dropout': dropout_rng},

@@ -1,0 +1,87 @@
+"""MNIST <-> USPS at TLlib's protocol: its digits LeNet, its recipe, its iteration count.
+
+Every fact is read from TLlib's source (thuml/Transfer-Learning-Library, read for facts only):
+  network   tllib/vision/models/digits.py LeNet (as quoted in issue 13): conv 5x5 1->20 ->
+            max-pool 2 -> ReLU -> conv 5x5 20->50 -> Dropout2d(0.5) -> max-pool 2 -> ReLU ->
+            flatten (800) -> Linear 500 -> ReLU -> Dropout(0.5); `--no-pool` (no pooling after
+            it). tllib/alignment/dann.py ImageClassifier: bottleneck Linear 256 -> BatchNorm1d ->
+            ReLU (the features), head Linear 10. tllib/modules/domain_discriminator.py
+            DomainDiscriminator(256, hidden_size=1024): Linear -> BatchNorm1d -> ReLU, twice,
+            -> Linear 1 -> sigmoid.
+  GRL       tllib/modules/grl.py WarmStartGradientReverseLayer(alpha=1, lo=0, hi=1,
+            max_iters=1000): coefficient 2/(1+exp(-i/1000))-1 in the iteration i
+            (method.grl_schedule='warm_start').
+  optimizer examples/domain_adaptation/image_classification/dann.py: SGD momentum 0.9,
+            Nesterov, weight decay 1e-3, lr * (1 + 0.001 i)^-0.75 (LambdaLR over parameter groups
+            of lr 1.0: `--scratch` gives the backbone 1.0 too); trade-off 1.
+  commands  dann.sh (and the other *.sh) '# Digits': `-a lenet --no-pool --lr 0.01` (M->U),
+            `--lr 0.1` (U->M), `-b 128 -i 2500 --scratch`, epochs 20 (the default): 50k
+            iterations; `--resize-size 28 --no-hflip --norm-mean 0.5 --norm-std 0.5`: grey 28x28,
+            USPS resized to 28, (x - 0.5) / 0.5, no augmentation. mdd.sh uses lr 0.01 both ways.
+  selection TLlib validates on the target test split after every epoch (2500 iterations) and
+            reports the best epoch: the `target_test` rule of the report, optimistic.
+  source-only  source_only.py: `Classifier` without a bottleneck (head Linear 500 -> 10),
+            weight decay 5e-4, lr_gamma 3e-4 (its defaults; source_only.sh overrides neither).
+
+Differences from TLlib: 10 % of the source training data is held out as source validation and
+10 % of the target training data as the labelled oracle split (the selection rules need them);
+our data order is a function of the step (shuffled epochs), TLlib's a fresh DataLoader shuffle.
+
+  python -m transfer_jax.main --config=configs/mnist_usps_tllib.py:method=dann \\
+      --workdir=runs/m2u_tllib_dann --config.data.manual_dir=../shared/datasets
+Arguments: method (any name of objectives.METHODS), reverse (USPS -> MNIST), tiny.
+The table: experiments/t1_mnist_usps_tllib.py (a sweep file + report); expected numbers there.
+"""
+
+import ml_collections
+
+from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
+
+# Per-method settings read from TLlib's scripts (a config override still wins).
+METHOD_SETTINGS = {
+    # source_only.py: no bottleneck, its own weight decay and lr_gamma defaults.
+    'source_only': {'model.bottleneck_dim': 0, 'optimizer.weight_decay': 5e-4,
+                    'optimizer.inverse_gamma': 3e-4},
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, method='dann', reverse=False, tiny=False)
+  config = base_config(arg.method, arg.tiny)
+  mnist, usps = domain_config('mnist'), domain_config('usps')
+  source, target = (usps, mnist) if arg.reverse else (mnist, usps)
+  config.data = data_config(source, target, image_size=28, channels=1, normalize='symmetric')
+  config.model = model_config('lenet', lenet_conv=(20, 50), lenet_conv_dropout=0.5,
+                              lenet_dense=(500,), lenet_dense_dropout=0.5, bottleneck_dim=256,
+                              bottleneck_batch_norm=True, discriminator_hidden=(1024, 1024),
+                              discriminator_batch_norm=True)
+
+  config.optimizer.learning_rate = 0.1 if arg.reverse else 0.01
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = True
+  config.optimizer.weight_decay = 1e-3
+  config.optimizer.schedule = 'inverse'
+  config.optimizer.inverse_gamma = 0.001
+  config.optimizer.inverse_power = 0.75
+  config.method.grl_schedule = 'warm_start'
+  config.method.grl_warm_alpha = 1.0
+  config.method.grl_warm_iters = 1000
+
+  config.batch_size = 128
+  config.total_steps = 50_000       # 20 epochs of 2500 iterations.
+  config.log_every_steps = 500
+  config.eval_every_steps = 2500    # TLlib's epoch.
+  config.checkpoint_every_steps = 2500
+  config.eval_batch_size = 1000
+  config.update_from_flattened_dict(METHOD_SETTINGS.get(arg.method, {}))
+  if arg.tiny:
+    config.total_steps = 6
+    config.batch_size = 16
+    config.eval_batch_size = 128
+    config.log_every_steps = 2
+    config.eval_every_steps = 3
+    config.checkpoint_every_steps = 3
+    config.model.lenet_dense = (32,)
+    config.model.bottleneck_dim = 16 if config.model.bottleneck_dim else 0
+    config.model.discriminator_hidden = (16, 16)
+  return config
