@@ -1,10 +1,11 @@
 """Multi-task: one DANN-LeNet trunk with an MNIST head and a USPS head, against two separate
 networks (one per task): accuracy per task and total parameters.
 
-  python -m experiments.multitask_digits [--seeds 0,1,2] [--steps 1000]
+  python -m experiments.multitask_digits [--seeds 0,1,2] [--steps 1000] [--publish]
 
 Runs configs/digits_multitask.py in modes joint, mnist and usps for each seed (in-process;
-finished runs are read back) and writes experiments/multitask_digits.md.
+finished runs are read back) and writes WORKDIR/multitask_digits.md; with --publish, the
+committed experiments/multitask_digits.md instead (the runs are then all finished).
 """
 
 import argparse
@@ -21,6 +22,8 @@ def main() -> None:
   parser.add_argument('--steps', type=int, default=1000)
   parser.add_argument('--workdir', default=os.path.join(ROOT, 'runs', 'multitask'))
   parser.add_argument('--manual_dir', default=SHARED_DATA)
+  parser.add_argument('--publish', action='store_true',
+                      help='write the committed experiments/multitask_digits.md')
   args = parser.parse_args()
   run = runner(args.manual_dir)
   seeds = [int(s) for s in args.seeds.split(',')]
@@ -55,11 +58,12 @@ def main() -> None:
       f'{cell(accuracy("usps", "target/test/accuracy"))} | {separate_params:,} | '
       f'{separate_wall:.0f} |',
       '', f'Commit {git_commit()}; command: `python -m experiments.multitask_digits --seeds '
-      f'{args.seeds} --steps {args.steps}`. Config: configs/digits_multitask.py (SGD momentum '
-      '0.9, lr 0.01 constant, batch 64 per task).']
-  with open(os.path.join(ROOT, 'experiments', 'multitask_digits.md'), 'w') as f:
+      f'{args.seeds} --steps {args.steps} --publish`. Config: configs/digits_multitask.py (SGD '
+      'momentum 0.9, lr 0.01 constant, batch 64 per task).']
+  output = os.path.join(ROOT, 'experiments') if args.publish else args.workdir
+  with open(os.path.join(output, 'multitask_digits.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  print('\n'.join(lines) + f'\n\nwritten: {os.path.join(output, "multitask_digits.md")}')
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 side by side.
 
   python -m transfer_jax.sweep experiments/t1_mnist_usps.py --vectorize 3
-  python -m transfer_jax.report experiments/t1_mnist_usps.py
+  python -m transfer_jax.report experiments/t1_mnist_usps.py --publish
 
 STEPS steps, the selection criteria logged at 5 evenly spaced steps. Method hyperparameters are
 the papers' defaults (config_lib.METHOD_DEFAULTS), fixed before any run.

@@ -2,7 +2,7 @@
 selection rules side by side.
 
   python -m transfer_jax.sweep experiments/t3_amazon_reviews.py --vectorize 3
-  python -m transfer_jax.report experiments/t3_amazon_reviews.py
+  python -m transfer_jax.report experiments/t3_amazon_reviews.py --publish
 
 1000 steps, the selection criteria logged every 200 steps; dan_ramp is DAN with the DANN ramp
 on its trade-off (see the note in TABLE).

@@ -1,7 +1,7 @@
 """T4 sweep: Office-Caltech10 SURF, 12 pairs, transductive, 3 seeds, selection rules side by side.
 
   python -m transfer_jax.sweep experiments/t4_office_caltech_surf.py
-  python -m transfer_jax.report experiments/t4_office_caltech_surf.py
+  python -m transfer_jax.report experiments/t4_office_caltech_surf.py --publish
 
 Every method of the table on every pair and seed (500 steps, the criteria of
 transfer_jax/selection.py logged every 100 steps), plus target-supervised on a held-out 20 % of

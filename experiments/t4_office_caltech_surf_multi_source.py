@@ -2,7 +2,7 @@
 rules side by side.
 
   python -m transfer_jax.sweep experiments/t4_office_caltech_surf_multi_source.py --vectorize 3
-  python -m transfer_jax.report experiments/t4_office_caltech_surf_multi_source.py
+  python -m transfer_jax.report experiments/t4_office_caltech_surf_multi_source.py --publish
 
 `source=ACD,target=W`: the first source letter is config.data.source, the others are
 config.tasks sharing the main classifier (one batch per source domain per step; the alignment

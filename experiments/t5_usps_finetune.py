@@ -1,7 +1,7 @@
 """T5 sweep: an MNIST-pretrained LeNet transferred to USPS with 10, 50 and all labels per class.
 
   python -m transfer_jax.sweep experiments/t5_usps_finetune.py
-  python -m transfer_jax.report experiments/t5_usps_finetune.py
+  python -m transfer_jax.report experiments/t5_usps_finetune.py --publish
 
 Pretrains once (run `pretrain_mnist`: configs/mnist_usps.py:method=source_only, seed 0, full
 MNIST, 1000 steps), then runs every recipe of configs/usps_finetune.py for each label budget and

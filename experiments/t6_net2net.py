@@ -2,17 +2,18 @@
 trained from scratch, at two USPS learning rates.
 
   python -m transfer_jax.sweep experiments/t6_net2net.py
-  python -m transfer_jax.report experiments/t6_net2net.py
-  python -m experiments.t6_net2net          # accuracy versus steps, steps to 90 %
+  python -m transfer_jax.report experiments/t6_net2net.py --publish
+  python -m experiments.t6_net2net --publish   # accuracy versus steps, steps to 90 %
 
 Per seed: pretrain the small net on MNIST (run `pretrain_seedS`: configs/net2net_digits.py:
 stage=pretrain); before each grown run, grow it (transfer/net2net.py: widen block 0 to 32 and
 block 1 to 64 channels, insert an identity conv block after block 1; NOISE breaks the symmetry
 of copied units), check that the grown net computes the small net's outputs, save it as
 `grown_seedS.npz` in the sweep's workdir; fine-tune it on USPS (stage=grown) and train the same
-large net from scratch (stage=scratch), each at every learning rate of LEARNING_RATES. The
-report writes experiments/t6_net2net.{md,tex}; running this file reads the finished runs and
-draws experiments/t6_net2net.{png,pdf}. A smoke test in seconds:
+large net from scratch (stage=scratch), each at every learning rate of LEARNING_RATES. With
+--publish the report writes experiments/t6_net2net.{md,tex} and this file, which reads the
+finished runs, draws experiments/t6_net2net.{png,pdf} (else both write into the workdir). A
+smoke test in seconds:
   python -m transfer_jax.sweep experiments/t6_net2net.py --workdir=/tmp/t6 \\
       --override total_steps=4
 """
@@ -136,11 +137,24 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
   parser.add_argument('--workdir', default=os.path.join('runs', 't6_net2net'))
   parser.add_argument('--threshold', type=float, default=90.0, help='accuracy (%%) to reach')
-  parser.add_argument('--output', default=os.path.join(ROOT, 'experiments', 't6_net2net'))
+  parser.add_argument('--output', default='', help='default: WORKDIR/t6_net2net')
+  parser.add_argument('--publish', action='store_true',
+                      help='write the committed experiments/t6_net2net.{png,pdf}; only when every '
+                      'run is finished')
   parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                       help='as given to the sweep')
   args = parser.parse_args(argv)
-  _, all_runs = sweep.load_sweep(os.path.abspath(__file__), sweep.parse_overrides(args.override))
+  _, all_runs = sweep.load_sweep(os.path.abspath(__file__), sweep.parse_overrides(args.override),
+                                 args.workdir)
+  unfinished = [run['name'] for run in all_runs
+                if not os.path.exists(os.path.join(args.workdir, run['name'], 'summary.json'))]
+  if args.publish and (unfinished or args.override or args.output):
+    raise SystemExit(f'--publish writes the committed figure of the finished sweep as written: '
+                     f'{len(unfinished)} run(s) unfinished in {args.workdir}'
+                     + ('; leave out --override and --output' if args.override or args.output
+                        else ''))
+  output = (os.path.join(ROOT, 'experiments', 't6_net2net') if args.publish
+            else args.output or os.path.join(args.workdir, 't6_net2net'))
   curves = {}
   for run in all_runs:
     run_dir = os.path.join(args.workdir, run['name'])
@@ -185,8 +199,8 @@ def main(argv: list[str] | None = None) -> None:
   fig.suptitle('T6: Net2Net growth vs scratch')
   fig.tight_layout()
   for ext in ('png', 'pdf'):
-    fig.savefig(f'{args.output}.{ext}', dpi=150)
-  print(f'written: {args.output}.png, {args.output}.pdf')
+    fig.savefig(f'{output}.{ext}', dpi=150)
+  print(f'written: {output}.png, {output}.pdf')
 
 
 if __name__ == '__main__':

@@ -1,7 +1,10 @@
-"""Tables from a sweep's runs: `python -m transfer_jax.report experiments/NAME.py [--workdir=DIR]
-[--metric=KEY] [--output=experiments/NAME] [--override KEY=VALUE ...]`.
+"""Tables from a sweep's runs: `transfer-jax report experiments/NAME.py [--workdir=DIR]
+[--metric=KEY] [--output=PREFIX | --publish] [--override KEY=VALUE ...]` (or
+`python -m transfer_jax.report ...`).
 
-Reads only the runs' workdir files (summary.json), never a model. A sweep file may set
+Reads only the runs' workdir files (summary.json), never a model. The tables go to the sweep's
+workdir (WORKDIR/NAME.md, .tex); `--publish` writes the committed experiments/NAME.md and .tex
+beside the sweep file instead, and only when every run is finished. A sweep file may set
 
   TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
            'metric': 'target/test/accuracy', 'scale': 100, 'title': '...'}
@@ -278,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('sweep_file')
   parser.add_argument('--workdir', default='', help='default: runs/NAME (as the sweep)')
   parser.add_argument('--metric', default='', help="default: TABLE['metric']")
-  parser.add_argument('--output', default='', help='path without extension; default: next to '
-                      'the sweep file')
+  parser.add_argument('--output', default='', help='path without extension; default: '
+                      'WORKDIR/NAME, in the sweep\'s workdir')
+  parser.add_argument('--publish', action='store_true',
+                      help='write the committed table, experiments/NAME.{md,tex} beside the sweep '
+                      'file; refused while a run is missing')
   parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                       help='as given to the sweep (the overrides are part of the run names)')
   args = parser.parse_args(argv)
@@ -299,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if table['versus'] and table['versus'] not in info['rows']:
       raise UserError(f"TABLE['versus'] = {table['versus']!r} is no row of the table; give one "
                       f'of {sorted(info["rows"])}')
+    output = publish_path(args, info, workdir, name)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -311,12 +318,29 @@ def main(argv: list[str] | None = None) -> int:
             f'commit {_short(workdir_lib.git_commit())}.'
             + (f' Unfinished runs: {len(missing)}.' if missing else ''))
   markdown, latex = render(cells, info, table, footer)
-  output = args.output or os.path.splitext(args.sweep_file)[0]
   for ext, text in (('md', markdown), ('tex', latex)):
     with open(f'{output}.{ext}', 'w') as f:
       f.write(text)
   print(markdown + f'\nwritten: {output}.md, {output}.tex')
   return 0
+
+
+def publish_path(args: argparse.Namespace, info: dict[str, Any], workdir: str, name: str) -> str:
+  """Where the tables go: --output; with --publish the committed experiments/NAME beside the
+  sweep file, only when every run (and every run they start from) is finished; else the sweep's
+  workdir, so a partial or smoke-test report never replaces a committed table."""
+  from transfer_jax.errors import UserError
+  if not args.publish:
+    return args.output or os.path.join(workdir, name)
+  if args.output or args.override:
+    raise UserError('--publish writes the committed table of the sweep as written: leave out '
+                    '--output and --override (or drop --publish)')
+  unfinished = len(info['missing']) + sum(summary is None for _, summary in info['inputs'])
+  if unfinished:
+    raise UserError(f'{unfinished} run(s) of {args.sweep_file} are not finished in {workdir}; '
+                    f'finish them (`transfer-jax sweep {args.sweep_file}`) before --publish, or '
+                    f'leave it out to write {os.path.join(workdir, name)}.md')
+  return os.path.splitext(args.sweep_file)[0]
 
 
 def render(cells: dict, info: dict[str, Any], table: dict[str, Any], footer: str
