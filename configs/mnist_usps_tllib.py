@@ -42,6 +42,18 @@ METHOD_SETTINGS = {
     # source_only.py: no bottleneck, its own weight decay and lr_gamma defaults.
     'source_only': {'model.bottleneck_dim': 0, 'optimizer.weight_decay': 5e-4,
                     'optimizer.inverse_gamma': 3e-4},
+    # dan.py: MultipleKernelMaximumMeanDiscrepancy(GaussianKernel(alpha=2**k), k = -3..1,
+    # linear=not args.non_linear): the linear-time estimator by default.
+    'dan': {'method.mmd_linear': True},
+    # mdd.py + tllib/alignment/mdd.py ImageClassifier: bottleneck 1024 (BatchNorm, ReLU), head
+    # and adversarial head Linear 1024 -> ReLU -> Dropout 0.5 -> Linear 10, margin 4, the GRL
+    # warm start to 0.1 (config_lib.METHOD_DEFAULTS); lr 0.01 both ways (mdd.sh), lr_gamma 2e-4,
+    # weight decay 5e-4 (its defaults). Not reproduced: the bottleneck's Dropout(0.5), the
+    # adversarial head's dropout and TLlib's N(0, 0.005) / N(0, 0.01) initialisations.
+    'mdd': {'model.bottleneck_dim': 1024, 'model.classifier_hidden': (1024,),
+            'model.dropout': 0.5, 'model.discriminator_hidden': (1024,),
+            'model.discriminator_batch_norm': False, 'optimizer.learning_rate': 0.01,
+            'optimizer.weight_decay': 5e-4, 'optimizer.inverse_gamma': 2e-4},
 }
 
 
