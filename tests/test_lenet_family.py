@@ -1,0 +1,138 @@
+"""The LeNet family (models/lenet.py LeNetFeatures) against PyTorch networks written here:
+TLlib's digits LeNet with its bottleneck, and LeNet-5; channel dropout (torch's Dropout2d)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transfer_jax.models import DannLeNetFeatures, LeNetFeatures
+
+torch = pytest.importorskip('torch')
+nn = torch.nn
+
+TLLIB = dict(conv=(20, 50), conv_dropout=0.5, dense=(500,), dense_dropout=0.5, bottleneck=256)
+LENET5 = dict(conv=(6, 16), dense=(120, 84))
+
+
+def tllib_torch(dropout: float) -> 'nn.Module':
+  """TLlib's digits LeNet (conv -> pool -> ReLU order, Dropout2d before the second pool), then
+  the bottleneck Linear 256 -> BatchNorm1d -> ReLU of its ImageClassifier."""
+  return nn.Sequential(
+      nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+      nn.Conv2d(20, 50, 5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU(),
+      nn.Flatten(1), nn.Linear(800, 500), nn.ReLU(), nn.Dropout(dropout),
+      nn.Linear(500, 256), nn.BatchNorm1d(256), nn.ReLU())
+
+
+def lenet5_torch() -> 'nn.Module':
+  """LeNet-5 with ReLU and max-pool on 32x32 inputs: conv 1->6->16 @5x5, dense 400->120->84."""
+  return nn.Sequential(
+      nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+      nn.MaxPool2d(2), nn.Flatten(1), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
+      nn.ReLU())
+
+
+def to_flax(module: 'nn.Module') -> dict:
+  """Flax variables of LeNetFeatures from a torch Sequential (OIHW -> HWIO, (out, in) -> (in,
+  out); the flatten order is torch's already)."""
+  params, stats = {}, {}
+  convs = [m for m in module if isinstance(m, nn.Conv2d)]
+  linears = [m for m in module if isinstance(m, nn.Linear)]
+  norms = [m for m in module if isinstance(m, nn.BatchNorm1d)]
+  for i, conv in enumerate(convs):
+    params[f'conv{i + 1}'] = {'kernel': conv.weight.detach().numpy().transpose(2, 3, 1, 0),
+                              'bias': conv.bias.detach().numpy()}
+  dense = linears[:-1] if norms else linears
+  for i, linear in enumerate(dense):
+    params[f'fc{i + 1}'] = {'kernel': linear.weight.detach().numpy().T,
+                            'bias': linear.bias.detach().numpy()}
+  if norms:
+    params['bottleneck'] = {'kernel': linears[-1].weight.detach().numpy().T,
+                            'bias': linears[-1].bias.detach().numpy()}
+    params['bottleneck_bn'] = {'scale': norms[0].weight.detach().numpy(),
+                               'bias': norms[0].bias.detach().numpy()}
+    stats['bottleneck_bn'] = {'mean': norms[0].running_mean.numpy(),
+                              'var': norms[0].running_var.numpy()}
+  # Copies: torch updates its running statistics in place, numpy views would follow.
+  params, stats = jax.tree.map(np.array, params), jax.tree.map(np.array, stats)
+  return {'params': params, **({'batch_stats': stats} if stats else {})}
+
+
+def _randomise(module: 'nn.Module', seed: int) -> None:
+  torch.manual_seed(seed)
+  for m in module:
+    if isinstance(m, nn.BatchNorm1d):  # Statistics and affine parameters away from 0 / 1.
+      m.running_mean.uniform_(-0.5, 0.5)
+      m.running_var.uniform_(0.5, 2.0)
+      m.weight.data.uniform_(0.5, 1.5)
+      m.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize('conv_impl', ['fused', 'xla'])
+def test_tllib_lenet_matches_torch_in_inference(conv_impl):
+  reference = tllib_torch(0.5)
+  _randomise(reference, 0)
+  reference.eval()
+  images = np.random.default_rng(0).uniform(-1, 1, (8, 1, 28, 28)).astype(np.float32)
+  want = reference(torch.from_numpy(images)).detach().numpy()
+  got = LeNetFeatures(**TLLIB, conv_impl=conv_impl).apply(
+      to_flax(reference), jnp.asarray(images.transpose(0, 2, 3, 1)))
+  assert got.shape == (8, 256)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_tllib_lenet_matches_torch_in_training_with_batch_statistics():
+  """Training mode: BatchNorm normalises with the batch's statistics and moves its running
+  averages by torch's momentum 0.1 (dropout 0 on both sides, so the outputs are deterministic)."""
+  reference = tllib_torch(0.0)
+  _randomise(reference, 1)
+  variables = to_flax(reference)
+  reference.train()
+  images = np.random.default_rng(1).uniform(-1, 1, (16, 1, 28, 28)).astype(np.float32)
+  want = reference(torch.from_numpy(images)).detach().numpy()
+  module = LeNetFeatures(**{**TLLIB, 'conv_dropout': 0.0, 'dense_dropout': 0.0})
+  got, updated = module.apply(variables, jnp.asarray(images.transpose(0, 2, 3, 1)), train=True,
+                              mutable=['batch_stats'])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  bn = reference[12]
+  np.testing.assert_allclose(updated['batch_stats']['bottleneck_bn']['mean'],
+                             bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+  # torch keeps the unbiased batch variance in running_var; flax the biased one (n / (n - 1)).
+  n = images.shape[0]
+  flax_var = np.asarray(updated['batch_stats']['bottleneck_bn']['var'])
+  old_var = variables['batch_stats']['bottleneck_bn']['var']
+  torch_batch_var = (bn.running_var.numpy() - 0.9 * old_var) / 0.1
+  np.testing.assert_allclose((flax_var - 0.9 * old_var) / 0.1 * n / (n - 1), torch_batch_var,
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_lenet5_matches_torch():
+  reference = lenet5_torch().eval()
+  images = np.random.default_rng(2).uniform(0, 1, (4, 1, 32, 32)).astype(np.float32)
+  want = reference(torch.from_numpy(images)).detach().numpy()
+  got = LeNetFeatures(**LENET5).apply(to_flax(reference), jnp.asarray(images.transpose(0, 2, 3, 1)))
+  assert got.shape == (4, 84)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_dropout_drops_whole_channels():
+  """Dropout2d: each (example, channel) map of the last conv block is all 0 or all x 1/(1-p)."""
+  module = LeNetFeatures(conv=(4, 8), conv_dropout=0.5)
+  images = jnp.asarray(np.random.default_rng(3).uniform(0.1, 1, (6, 28, 28, 1)), jnp.float32)
+  variables = module.init(jax.random.key(0), images)
+  kept = module.apply(variables, images).reshape(6, 8, 16)  # (example, channel, 4*4).
+  dropped = module.apply(variables, images, train=True,
+                         rngs={'dropout': jax.random.key(1)}).reshape(6, 8, 16)
+  zero = np.all(np.asarray(dropped) == 0, axis=-1)
+  scaled = np.all(np.isclose(np.asarray(dropped), 2 * np.asarray(kept), rtol=1e-6), axis=-1)
+  assert np.all(zero | scaled) and 0 < zero.mean() < 1
+
+
+def test_dann_paper_net_is_the_family_with_its_fields():
+  images = jnp.zeros((1, 28, 28, 1))
+  a = DannLeNetFeatures().init(jax.random.key(0), images)
+  b = LeNetFeatures(conv=(32, 48)).init(jax.random.key(0), images)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
