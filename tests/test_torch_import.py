@@ -277,3 +277,147 @@ def test_resnet18_batch_stats_update_only_in_train_mode():
   np.testing.assert_allclose(new_stats['bn1']['var'] - 0.9 * old_var,
                              (torch_var - 0.9 * old_var) * (n - 1) / n, rtol=1e-4, atol=1e-6)
   assert not np.allclose(new_stats['bn1']['mean'], state_dict['bn1.running_mean'])
+
+
+# --- any state dict into any model: the generic names, rules in the config ---
+
+class LeNet5(nn.Module):
+  """LeNet-5 as a user writes it in torch: conv 1->6->16 @5x5, dense 400->120->84->10 on 32x32
+  images (ReLU and max-pool); optionally a BatchNorm1d bottleneck before the last layer."""
+
+  def __init__(self, bottleneck=0):
+    super().__init__()
+    self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
+    self.fc1, self.fc2 = nn.Linear(400, 120), nn.Linear(120, 84)
+    self.bottleneck = (nn.Sequential(nn.Linear(84, bottleneck), nn.BatchNorm1d(bottleneck))
+                       if bottleneck else None)
+    self.fc3 = nn.Linear(bottleneck or 84, 10)
+
+  def forward(self, x):
+    x = nn.functional.max_pool2d(nn.functional.relu(self.conv1(x)), 2)
+    x = nn.functional.max_pool2d(nn.functional.relu(self.conv2(x)), 2)
+    x = nn.functional.relu(self.fc2(nn.functional.relu(self.fc1(x.flatten(1)))))
+    if self.bottleneck is not None:
+      x = nn.functional.relu(self.bottleneck(x))
+    return self.fc3(x)
+
+
+def _randomize_bn1d(model, seed=1):
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, nn.BatchNorm1d):
+        n = module.num_features
+        module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+        module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+        module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+        module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+  return model
+
+
+# The name map, as a config holds it: torch's names (as `convert` reads them) -> the model's.
+LENET5_RULES = (r'(params|batch_stats)/(conv\d|fc[12])/(.*)=>\1/backbone/\2/\3',
+                r'(params|batch_stats)/bottleneck_0/(.*)=>\1/backbone/bottleneck/\2',
+                r'(params|batch_stats)/bottleneck_1/(.*)=>\1/backbone/bottleneck_bn/\2',
+                r'params/fc3/(.*)=>params/classifier/out/\1')
+
+
+@pytest.mark.parametrize('bottleneck', [0, 32])
+def test_a_hand_built_torch_lenet5_imports_through_the_config(tmp_path, bottleneck):
+  """configs/digits.py with the LeNet family's LeNet-5 fields and init_from.rename rules: the
+  loader merges the torch file into the model, whose logits equal torch's to 1e-5."""
+  from conftest import tiny_digits
+  from transfer_jax.models import build_model
+  from transfer_jax.transfer import pretrained
+  torch_model = _randomize_bn1d(_randomize(LeNet5(bottleneck)))
+  path = _save(torch_model, tmp_path, 'pth')
+  config = tiny_digits(**{'model.backbone': 'lenet', 'model.lenet_conv': '(6, 16)',
+                          'model.lenet_dense': '(120, 84)', 'model.bottleneck_dim': bottleneck,
+                          'model.classifier_hidden': '()',
+                          'data.image_size': 32, 'init_from.path': path,
+                          'init_from.rename': repr(LENET5_RULES)})
+  model = build_model(config.model, num_classes=10)
+  images = _images(4, 32, channels=1)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), _nhwc(images))
+  loaded = pretrained.load_pretrained(config.init_from, abstract)
+  assert {status for _, status, _ in loaded.table} == {'loaded'}, loaded.table
+  variables = pretrained.merge(model.init(jax.random.key(1), _nhwc(images)), loaded.values)
+  logits = model.apply(variables, _nhwc(images))['logits']
+  with torch.no_grad():
+    expected = torch_model(torch.from_numpy(images)).numpy()
+  assert np.std(expected) > 0.05
+  np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-5)
+
+  # Without the rules the loader names what does not fit, in one line, after the rename step.
+  config.unlock()
+  config.init_from.rename = ()
+  with pytest.raises(UserError) as error:
+    pretrained.load_pretrained(config.init_from, abstract)
+  message = str(error.value)
+  assert '\n' not in message and 'params/backbone/conv1/bias missing' in message, message
+  assert 'init_from.rename' in message
+
+
+def test_flatten_reorders_the_first_dense_layer_after_a_conv_for_nhwc_models():
+  """torch flattens NCHW maps as (C, H, W); a Flax model that reshapes NHWC maps reads
+  (H, W, C): `flatten` permutes the dense layer's rows so both compute the same function."""
+  import flax.linen as flax_nn
+
+  class ConvDense(flax_nn.Module):
+    @flax_nn.compact
+    def __call__(self, x):
+      x = flax_nn.relu(flax_nn.Conv(4, (3, 3), padding='VALID', name='conv')(x))
+      return flax_nn.Dense(5, name='fc')(x.reshape(x.shape[0], -1))
+
+  torch_model = _randomize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                                         nn.Linear(4 * 6 * 6, 5)))
+  state_dict = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  rules = (r'params/0/(.*)=>params/conv/\1', r'params/3/(.*)=>params/fc/\1')
+  images = _images(2, 8)
+  with torch.no_grad():
+    expected = torch_model(torch.from_numpy(images)).numpy()
+  values, sources = torch_import.convert(state_dict, rules, flatten={'3': (4, 6, 6)})
+  assert sources['params/fc/kernel'] == '3.weight'
+  params = traverse_util.unflatten_dict({k[len('params/'):]: v for k, v in values.items()},
+                                        sep='/')
+  np.testing.assert_allclose(ConvDense().apply({'params': params}, _nhwc(images)), expected,
+                             rtol=1e-5, atol=1e-5)
+  unpermuted, _ = torch_import.convert(state_dict, rules)
+  params['fc']['kernel'] = unpermuted['params/fc/kernel']
+  assert not np.allclose(ConvDense().apply({'params': params}, _nhwc(images)), expected,
+                         atol=1e-3)
+  with pytest.raises(UserError, match='reads 144 inputs, not the 4x5x5'):
+    torch_import.convert(state_dict, rules, flatten={'3': (4, 5, 5)})
+  with pytest.raises(UserError, match="flatten names \\['fc9'\\]"):
+    torch_import.convert(state_dict, rules, flatten={'fc9': (4, 6, 6)})
+
+
+def test_corrupt_files_and_unsafe_pickles_are_one_line_errors(tmp_path):
+  import pickle
+
+  class Payload:
+    def __reduce__(self):
+      return (os.system, ('echo unpickled',))
+
+  good = os.path.join(tmp_path, 'good.pth')
+  torch.save({'weight': torch.zeros(3)}, good)
+  data = pathlib.Path(good).read_bytes()
+  cases = {
+      'truncated.pth': (data[:len(data) // 2], 'not a readable state dict'),
+      'random.pth': (bytes(range(256)) * 4, 'not a readable state dict'),
+      'plain_pickle.pth': (pickle.dumps({'a': 1}), 'not a readable state dict'),
+      'payload.pth': (pickle.dumps(Payload(), protocol=2), 'refused to unpickle posix.system'),
+  }
+  module = os.path.join(tmp_path, 'module.pth')
+  torch.save(nn.Linear(2, 2), module)
+  for name, (content, expected) in cases.items():
+    path = os.path.join(tmp_path, name)
+    pathlib.Path(path).write_bytes(content)
+    cases[name] = (path, expected)
+  cases['module.pth'] = (module, 'refused to unpickle torch.nn.modules.linear.Linear')
+  for name, (path, expected) in cases.items():
+    with pytest.raises(UserError) as error:
+      torch_import.load_torch_state_dict(path)
+    message = str(error.value)
+    assert expected in message and path in message, (name, message)
+    assert '\n' not in message and 'weights_only=False' not in message, (name, message)

@@ -1,37 +1,45 @@
-"""PyTorch state_dicts to Flax variables (and back) for the torchvision-named backbones.
+"""PyTorch state dicts to Flax variables (and back): any state dict into any model, by name.
 
 `load_torch_state_dict` reads a `.safetensors` file, or a `.pth`/`.pt`/`.bin` file with
-`torch.load(weights_only=True)` (never an unrestricted unpickle). `torch_to_flax` renames and
-re-lays out the tensors for one architecture and checks them against the Flax model's shapes.
+`torch.load(weights_only=True)` (never an unrestricted unpickle). `convert` turns every tensor
+into a flat Flax leaf in Flax layout, named by a fixed rule (every `.N`, an `nn.Sequential`
+index, is joined to the name before it with `_`):
 
-Names: every `.N` (an `nn.Sequential` index) is joined to the name before it with `_`
-(`layer1.0.downsample.1` -> `layer1_0/downsample_1`, `features.28` -> `features_28`). Leaves:
+  conv weight (O,I,H,W) / (O,I,W)  -> params/MODULE/kernel (H,W,I,O) / (W,I,O)
+  linear weight (out,in)           -> params/MODULE/kernel (in,out)
+  BatchNorm weight / bias          -> params/MODULE/scale / bias
+  running_mean / running_var       -> batch_stats/MODULE/mean / var
+  num_batches_tracked              -> skipped
 
-  conv weight (O,I,H,W)          -> kernel (H,W,I,O)          params
-  linear weight (out,in)         -> kernel (in,out)           params
-  BatchNorm weight / bias        -> scale / bias              params
-  running_mean / running_var     -> mean / var                batch_stats
-  num_batches_tracked            -> skipped
+e.g. `layer1.0.downsample.1.running_var` -> `batch_stats/layer1_0/downsample_1/var`. Regex rules
+'REGEX=>REPLACEMENT' (the form of `config.init_from.rename`) then map these names onto a model's
+(`params/fc3/kernel` -> `params/classifier/out/kernel`); the first rule that matches a whole name
+applies, an empty replacement drops the tensor. A model that flattens NHWC conv maps into a
+dense layer reads them in another order than torch's `x.flatten(1)` on NCHW: `flatten={'fc1':
+(C, H, W)}` permutes that layer's input rows (the library's LeNet flattens in torch's order and
+needs none).
 
-Heads: torchvision's `fc` (ResNet), `classifier.6` (VGG) and the DANN reference's `label_head` /
-`domain_head` map to the TransferModel's `classifier` / `domain_discriminator` MLPs when
-`with_head=True` (one Linear -> `out`; a Linear-ReLU Sequential -> `dense0`, `dense1`, ..., `out`)
-and are skipped otherwise. VGG needs no row permutation of `classifier.0`: `VGGFeatures` flattens
-the pooled map in torch's (C, H, W) order.
+From a config, `init_from.path=model.pth` with `init_from.rename` rules imports any state dict
+into any model (the loader then checks every name and shape, after the rules). The built-in
+architectures (`init_from.torch_arch`: the torchvision ResNets and VGG-16, the DANN reference
+LeNet) are such rule sets, `ARCHS`: torchvision's `fc` / `classifier.6` and the DANN
+reference's `label_head` / `domain_head` become the TransferModel's `classifier` /
+`domain_discriminator`, everything else goes under `backbone/`.
 """
 
 import os
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from transfer_jax import config_lib
 from transfer_jax.errors import UserError
 from transfer_jax.models import BACKBONES, MLP
 
@@ -40,19 +48,31 @@ class TorchArch(NamedTuple):
   image_size: tuple[int, int]  # Default image size for deriving the expected Flax shapes.
   first_conv: str              # The torch key whose input channels are the images' channels.
   heads: dict[str, str]        # TransferModel head attribute -> torch prefix.
+  head_rules: tuple[str, ...]  # Rules naming the head tensors (dropped without the heads).
   pooled: bool = True          # Feature size independent of the image size (global pooling).
+  # Everything that is not a head: the backbone, under the same names.
+  rules: tuple[str, ...] = (r'(params|batch_stats)/(.*)=>\1/backbone/\2',)
 
 
+_RESNET = TorchArch((224, 224), 'conv1.weight', {'classifier': 'fc'},
+                    (r'params/fc/(.*)=>params/classifier/out/\1',))
+_RESNET_CIFAR = _RESNET._replace(image_size=(32, 32))
 # Keys are also BACKBONES keys.
 ARCHS = {
-    'resnet18': TorchArch((224, 224), 'conv1.weight', {'classifier': 'fc'}),
-    'resnet50': TorchArch((224, 224), 'conv1.weight', {'classifier': 'fc'}),
-    'resnet18_cifar': TorchArch((32, 32), 'conv1.weight', {'classifier': 'fc'}),
-    'resnet50_cifar': TorchArch((32, 32), 'conv1.weight', {'classifier': 'fc'}),
-    'vgg16': TorchArch((224, 224), 'features.0.weight', {'classifier': 'classifier.6'}),
-    # The DANN reference network of /work/shared/bench/torch_dann_reference.py.
-    'dann_lenet': TorchArch((28, 28), 'conv1.weight', {'classifier': 'label_head',
-                                                       'domain_discriminator': 'domain_head'},
+    'resnet18': _RESNET, 'resnet50': _RESNET,
+    'resnet18_cifar': _RESNET_CIFAR, 'resnet50_cifar': _RESNET_CIFAR,
+    # VGGFeatures flattens the pooled map in torch's (C, H, W) order: no row permutation.
+    'vgg16': TorchArch((224, 224), 'features.0.weight', {'classifier': 'classifier.6'},
+                       (r'params/classifier_6/(.*)=>params/classifier/out/\1',)),
+    # The DANN reference network of /work/shared/bench/torch_dann_reference.py: Linear-ReLU
+    # Sequentials, whose Linear layers (indices 0, 2, 4) are the MLPs' dense0, dense1, out.
+    'dann_lenet': TorchArch((28, 28), 'conv1.weight',
+                            {'classifier': 'label_head', 'domain_discriminator': 'domain_head'},
+                            (r'params/label_head_0/(.*)=>params/classifier/dense0/\1',
+                             r'params/label_head_2/(.*)=>params/classifier/dense1/\1',
+                             r'params/label_head_4/(.*)=>params/classifier/out/\1',
+                             r'params/domain_head_0/(.*)=>params/domain_discriminator/dense0/\1',
+                             r'params/domain_head_2/(.*)=>params/domain_discriminator/out/\1'),
                             pooled=False),
 }
 _MAX_LISTED = 10
@@ -79,10 +99,11 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
       raise UserError(f'reading {path} needs torch: pip install torch (CPU build) or '
                       'convert it to .safetensors') from None
     try:
-      obj = torch.load(path, map_location='cpu', weights_only=True)
+      with warnings.catch_warnings():  # e.g. on pickle protocols: the error below says it all.
+        warnings.simplefilter('ignore')
+        obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # weights_only refuses anything but tensors and plain containers.
-      raise UserError(f'{path} is not a weights-only PyTorch state_dict '
-                      f'({type(e).__name__}: {_first_line(e)})') from None
+      raise UserError(_load_error(path, e)) from None
     state_dict = _tensors_to_numpy(_unwrap(obj, path, torch.Tensor))
   else:
     raise UserError(f'{path}: unknown weights format; expected .safetensors or one of '
@@ -95,58 +116,122 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   return state_dict
 
 
+def convert(state_dict: Mapping[str, Any], rules: Sequence[str] = (),
+            flatten: Mapping[str, tuple[int, int, int]] | None = None
+            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """({flat Flax name: array in Flax layout}, {flat name: its torch key}) of a state dict.
+
+  Names follow the fixed rule of the module docstring, then `rules` ('REGEX=>REPLACEMENT', the
+  first that matches the whole name applies; '' drops the tensor). `flatten` maps the torch
+  module of a dense layer that reads flattened conv maps to the maps' (C, H, W): its rows are
+  reordered from torch's (C, H, W) flatten order to NHWC's (H, W, C).
+  """
+  compiled = [_rule(rule) for rule in rules]
+  flatten = dict(flatten or {})
+  values, sources, used = {}, {}, set()
+  for key, value in state_dict.items():
+    if key.endswith('num_batches_tracked'):
+      continue
+    module, _, leaf = key.rpartition('.')
+    layout = flatten.get(module) if leaf == 'weight' else None
+    used.add(module if layout is not None else '')
+    collection, path, array = _convert(key, _float32(value), layout)
+    name = f'{collection}/{path}'
+    for pattern, replacement in compiled:
+      if pattern.fullmatch(name):
+        name = pattern.sub(replacement, name)
+        break
+    if not name:
+      continue
+    if name in values:
+      raise UserError(f'torch tensors {sources[name]} and {key} both map to {name}; make the '
+                      'rules (init_from.rename) tell them apart')
+    values[name], sources[name] = array, key
+  if set(flatten) - used:
+    raise UserError(f'flatten names {sorted(set(flatten) - used)}, which are no torch modules '
+                    'with a weight in the state dict')
+  return values, sources
+
+
+def _rule(rule: str) -> tuple[re.Pattern, str]:
+  pattern, arrow, replacement = rule.partition('=>')
+  if not arrow:
+    raise UserError(f"rule {rule!r} needs the form 'regex=>replacement'")
+  try:
+    return re.compile(pattern), replacement
+  except re.error as e:
+    raise UserError(f'rule {rule!r}: {pattern!r} is not a valid regex ({e})') from None
+
+
+def _arch_rules(arch: TorchArch, with_head: bool) -> tuple[str, ...]:
+  heads = arch.head_rules if with_head else tuple(
+      rule.partition('=>')[0] + '=>' for rule in arch.head_rules)
+  return heads + arch.rules
+
+
 def torch_to_flax(state_dict: Mapping[str, Any], arch: str, *, with_head: bool = False,
                   input_shape: tuple[int, int, int] | None = None) -> tuple[dict, dict]:
-  """(params, batch_stats) in TransferModel naming ('backbone', 'classifier', ...) for `arch`.
+  """(params, batch_stats) in TransferModel naming ('backbone', 'classifier', ...) for `arch`,
+  checked against the shapes of the Flax model.
 
   `with_head=True` maps the classifier head (required) and any auxiliary head the state_dict has
-  (DANN's domain head); otherwise head tensors are skipped. Every converted tensor is checked
-  against the shapes of the Flax model built for images of `input_shape` (height, width,
-  channels; default: the arch's usual size, channels read from the first conv; a head's input
-  width is checked only for pooled backbones or an explicit `input_shape`). Missing, unexpected
-  and mis-shaped tensors raise one UserError listing them.
+  (DANN's domain head); otherwise head tensors are skipped. The Flax model is built for images
+  of `input_shape` (height, width, channels; default: the arch's usual size, channels read from
+  the first conv; a head's input width is checked only for pooled backbones or an explicit
+  `input_shape`). Missing, unexpected and mis-shaped tensors raise one UserError listing them,
+  by their torch names.
   """
-  image_size, first_conv, heads, pooled = _arch(arch)
-  check_head_input = pooled or input_shape is not None
+  spec = _arch(arch)
+  check_head_input = spec.pooled or input_shape is not None
   if input_shape is None:
-    conv_ok = first_conv in state_dict and np.ndim(state_dict[first_conv]) == 4
-    channels = np.shape(state_dict[first_conv])[1] if conv_ok else 3
-    input_shape = (*image_size, channels)
+    conv_ok = spec.first_conv in state_dict and np.ndim(state_dict[spec.first_conv]) == 4
+    channels = np.shape(state_dict[spec.first_conv])[1] if conv_ok else 3
+    input_shape = (*spec.image_size, channels)
+  if not with_head and any(key.startswith(prefix + '.') for key in state_dict
+                           for prefix in spec.heads.values()):
+    logging.info('torch_to_flax(%s): skipped the head tensors under %s', arch,
+                 sorted(spec.heads.values()))
+  values, sources = convert(state_dict, _arch_rules(spec, with_head))
 
-  backbone = BACKBONES[arch](ml_collections.ConfigDict())
+  backbone = BACKBONES[arch](config_lib.model_config(arch))  # The fields' defaults.
   features, variables = jax.eval_shape(
       backbone.init_with_output, jax.random.key(0), jnp.zeros((1, *input_shape), jnp.float32))
-  expected = {(col, 'backbone/' + path): leaf.shape for col, tree in variables.items()
+  expected = {f'{col}/backbone/{path}': leaf.shape for col, tree in variables.items()
               for path, leaf in traverse_util.flatten_dict(tree, sep='/').items()}
-  converted = {}  # (collection, flax path) -> (torch key, array)
-  head_keys = {prefix: [] for prefix in heads.values()}
-  for key, value in state_dict.items():
-    prefix = next((p for p in heads.values() if key.startswith(p + '.')), None)
-    if prefix is not None:
-      head_keys[prefix].append(key)
-    elif not key.endswith('num_batches_tracked'):
-      collection, path, array = _convert(key, _float32(value))
-      converted[(collection, 'backbone/' + path)] = (key, array)
-
-  torch_names = {}  # Flax path -> torch key, for head tensors that are missing.
-  if with_head:
-    for attr, prefix in heads.items():
-      if attr != 'classifier' and not head_keys[prefix]:
-        continue
-      head_expected, head_names = _convert_head(
-          state_dict, head_keys[prefix], attr, prefix,
-          features.shape[-1] if check_head_input else None, converted)
-      expected.update(head_expected)
-      torch_names.update(head_names)
-  elif any(head_keys.values()):
-    logging.info('torch_to_flax(%s): skipped the head tensors under %s', arch,
-                 [p for p, keys in head_keys.items() if keys])
-  _check(expected, converted, torch_names, arch)
+  torch_names = {}  # Flax name -> torch key, for head tensors that are missing.
+  for attr, prefix in spec.heads.items() if with_head else ():
+    head = _head_shapes(values, attr, features.shape[-1] if check_head_input else None)
+    if head is None and attr == 'classifier':
+      expected[f'params/{attr}/out/kernel'] = None
+      torch_names[f'params/{attr}/out/kernel'] = f'{prefix}.weight'
+    expected.update(head or {})
+  _check(expected, values, sources, torch_names, arch)
   params, batch_stats = {}, {}
-  for (collection, path), (_, array) in converted.items():
+  for name, array in values.items():
+    collection, _, path = name.partition('/')
     (params if collection == 'params' else batch_stats)[path] = array
   return (traverse_util.unflatten_dict(params, sep='/'),
           traverse_util.unflatten_dict(batch_stats, sep='/'))
+
+
+def _head_shapes(values: dict[str, np.ndarray], attr: str,
+                 features_dim: int | None) -> dict[str, tuple[int, ...]] | None:
+  """The parameter shapes of the MLP head `attr` whose dense layers `values` holds (None if it
+  holds none): its widths are read from the kernels, its input width is `features_dim`."""
+  kernels = {name.split('/')[2]: array for name, array in values.items()
+             if name.startswith(f'params/{attr}/') and name.endswith('/kernel')}
+  if not kernels:
+    return None
+  order = sorted((name for name in kernels if name != 'out'), key=lambda n: int(n[5:] or 0))
+  layers = [*order, 'out'] if 'out' in kernels else order
+  if any(np.ndim(kernels[name]) != 2 for name in layers):
+    return {}
+  widths = [np.shape(kernels[name])[1] for name in layers]
+  features_dim = features_dim or np.shape(kernels[layers[0]])[0]
+  mlp = MLP(hidden=tuple(widths[:-1]), out_dim=widths[-1])
+  shapes = jax.eval_shape(mlp.init, jax.random.key(0), jnp.zeros((1, features_dim)))['params']
+  return {f'params/{attr}/{path}': leaf.shape
+          for path, leaf in traverse_util.flatten_dict(shapes, sep='/').items()}
 
 
 def flax_to_torch(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
@@ -178,19 +263,21 @@ def flax_to_torch(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
   return state_dict
 
 
-def read_flat(path: str, arch: str) -> dict[str, np.ndarray]:
+def read_flat(path: str, arch: str = '') -> dict[str, np.ndarray]:
   """{'params/backbone/conv1/kernel': ..., 'batch_stats/...': ...} of a torch file.
 
-  The flat form `transfer.pretrained` merges into a fresh TransferModel; the heads are included
-  when the file has a classifier head (skip them there with init_from.skip).
+  The flat form `transfer.pretrained` merges into a fresh model, after its `init_from.rename`
+  rules: with `arch` ('' for none) the names of that built-in rule set (the heads are included
+  when the file has a classifier head; skip them there with init_from.skip), else the fixed
+  names of `convert` ('params/fc3/kernel'). Names and shapes are checked by the loader, after
+  the rename rules, so any state dict loads into any model that the rules describe.
   """
-  classifier_prefix = _arch(arch).heads['classifier'] + '.'
   state_dict = load_torch_state_dict(path)
-  with_head = any(key.startswith(classifier_prefix) for key in state_dict)
-  params, batch_stats = torch_to_flax(state_dict, arch, with_head=with_head)
-  return {f'{collection}/{name}': value
-          for collection, tree in (('params', params), ('batch_stats', batch_stats))
-          for name, value in traverse_util.flatten_dict(tree, sep='/').items()}
+  if not arch:
+    return convert(state_dict)[0]
+  spec = _arch(arch)
+  with_head = any(key.startswith(spec.heads['classifier'] + '.') for key in state_dict)
+  return convert(state_dict, _arch_rules(spec, with_head))[0]
 
 
 def _arch(arch: str) -> TorchArch:
@@ -205,7 +292,8 @@ _TORCH_LEAF = {('params', 'kernel'): 'weight', ('params', 'scale'): 'weight',
                ('batch_stats', 'var'): 'running_var'}
 
 
-def _convert(key: str, array: np.ndarray) -> tuple[str, str, np.ndarray]:
+def _convert(key: str, array: np.ndarray, flatten: tuple[int, int, int] | None = None
+             ) -> tuple[str, str, np.ndarray]:
   """(collection, '/'-joined Flax path, array in Flax layout) for one torch tensor."""
   module, _, leaf = key.rpartition('.')
   path = re.sub(r'\.(\d+)(?=\.|$)', r'_\1', module).replace('.', '/')
@@ -213,69 +301,35 @@ def _convert(key: str, array: np.ndarray) -> tuple[str, str, np.ndarray]:
     return 'batch_stats', f'{path}/{leaf[len("running_"):]}', array
   if leaf == 'weight' and array.ndim == 4:
     return 'params', f'{path}/kernel', np.transpose(array, (2, 3, 1, 0))
+  if leaf == 'weight' and array.ndim == 3:
+    return 'params', f'{path}/kernel', np.transpose(array, (2, 1, 0))
   if leaf == 'weight' and array.ndim == 2:
+    if flatten is not None:  # The rows of a dense layer that reads flattened conv maps.
+      channels, height, width = flatten
+      if channels * height * width != array.shape[1]:
+        raise UserError(f'{key} reads {array.shape[1]} inputs, not the {channels}x{height}x'
+                        f'{width} conv maps that flatten gives it')
+      array = (array.reshape(-1, channels, height, width).transpose(0, 2, 3, 1)
+               .reshape(array.shape[0], -1))
     return 'params', f'{path}/kernel', array.T
   if leaf == 'weight' and array.ndim == 1:
     return 'params', f'{path}/scale', array
-  # Biases, and anything unknown (it then shows up as unexpected in `_check`).
+  # Biases, and anything else under its own name (the loader reports what has no place).
   return 'params', f'{path}/{leaf}', array
 
 
-def _convert_head(state_dict: Mapping[str, Any], keys: list[str], attr: str, prefix: str,
-                  features_dim: int | None, converted: dict) -> tuple[dict, dict]:
-  """Adds a head's Linear layers to `converted` in MLP naming.
-
-  Returns the expected shapes of the head's Flax parameters (None: any shape) and, when the head
-  has no Linear weight at all, the torch name to report as missing.
-  """
-  weights = []  # (Sequential index or -1, torch key), in layer order.
-  for key in keys:
-    rest = key[len(prefix) + 1:]
-    if rest == 'weight':
-      weights.append((-1, key))
-    elif re.fullmatch(r'\d+\.weight', rest):
-      weights.append((int(rest.split('.')[0]), key))
-  weights.sort()
-  if not weights:
-    for key in keys:  # Stray tensors (a bias without its weight) then show up as unexpected.
-      converted[('params', f'{attr}/{key.replace(".", "/")}')] = (key, _float32(state_dict[key]))
-    missing = ('params', f'{attr}/out/kernel')
-    return {missing: None}, {missing: f'{prefix}.weight'}
-  widths = [np.shape(state_dict[key])[0] for _, key in weights]
-  expected = {}
-  if all(np.ndim(state_dict[key]) == 2 for _, key in weights):
-    mlp = MLP(hidden=tuple(widths[:-1]), out_dim=widths[-1])
-    features_dim = features_dim or np.shape(state_dict[weights[0][1]])[1]
-    shapes = jax.eval_shape(mlp.init, jax.random.key(0), jnp.zeros((1, features_dim)))['params']
-    expected = {('params', f'{attr}/{path}'): leaf.shape
-                for path, leaf in traverse_util.flatten_dict(shapes, sep='/').items()}
-  names = [f'dense{i}' for i in range(len(weights) - 1)] + ['out']
-  module_to_name = {key[:-len('.weight')]: name
-                    for (_, key), name in zip(weights, names, strict=True)}
-  for key in keys:
-    module, _, leaf = key.rpartition('.')
-    name = module_to_name.get(module, module.replace('.', '_'))
-    array = _float32(state_dict[key])
-    array = array.T if leaf == 'weight' and array.ndim == 2 else array
-    converted[('params', f'{attr}/{name}/{"kernel" if leaf == "weight" else leaf}')] = (
-        key, array)
-  return expected, {}
-
-
-def _check(expected: dict, converted: dict, torch_names: dict, arch: str) -> None:
+def _check(expected: dict, values: dict, sources: dict, torch_names: dict, arch: str) -> None:
   """One UserError naming every missing, unexpected or mis-shaped tensor (the first few)."""
   problems = []
-  for (collection, path), want in expected.items():
-    if (collection, path) not in converted:
-      _, *modules, leaf = path.split('/')
-      problems.append('missing ' + torch_names.get((collection, path), _torch_module(modules) +
+  for name, want in expected.items():
+    if name not in values:
+      collection, _, *modules, leaf = name.split('/')
+      problems.append('missing ' + torch_names.get(name, _torch_module(modules) +
                                                    f'.{_TORCH_LEAF.get((collection, leaf))}'))
-    elif want is not None and tuple(converted[(collection, path)][1].shape) != tuple(want):
-      key, array = converted[(collection, path)]
-      problems.append(f'{key} has shape {tuple(array.shape)} but {path} needs {tuple(want)} '
-                      'in Flax layout')
-  problems += [f'unexpected {key}' for flax_key, (key, _) in converted.items()
-               if flax_key not in expected]
+    elif want is not None and tuple(values[name].shape) != tuple(want):
+      problems.append(f'{sources[name]} has shape {tuple(values[name].shape)} but '
+                      f'{name.partition("/")[2]} needs {tuple(want)} in Flax layout')
+  problems += [f'unexpected {sources[name]}' for name in values if name not in expected]
   if problems:
     more = f' (and {len(problems) - _MAX_LISTED} more)' if len(problems) > _MAX_LISTED else ''
     raise UserError(f'state_dict does not fit {arch}: {"; ".join(problems[:_MAX_LISTED])}{more}')
@@ -315,6 +369,24 @@ def _tensors_to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def _float32(value: Any) -> np.ndarray:
   array = np.asarray(value)
   return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def _load_error(path: str, error: Exception) -> str:
+  """One line for a file torch.load(weights_only=True) refused: the global it blocked (a pickled
+  object, not a state dict), or that the file is no readable state dict at all. torch's own
+  advice to retry with weights_only=False is left out: that would run the file's code."""
+  text = str(error)
+  blocked = re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)', text)
+  if blocked:
+    return (f'{path}: refused to unpickle {blocked.group(1)} (only tensors and plain containers '
+            'are read); save the weights with torch.save(model.state_dict(), path) or as '
+            '.safetensors')
+  if 'PytorchStreamReader' in text or isinstance(error, EOFError):
+    reason = 'the file is truncated or damaged'
+  else:
+    reason = 'it was not written by torch.save'
+  return (f'{path} is not a readable state dict ({reason}); write it again with '
+          'torch.save(model.state_dict(), path)')
 
 
 def _first_line(error: Exception) -> str:
