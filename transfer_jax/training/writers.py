@@ -20,7 +20,8 @@ import numpy as np
 
 
 class EventFileWriter:
-  """A TensorFlow-free CLU `MetricWriter` for TensorBoard scalars, texts and hyperparameters."""
+  """A TensorFlow-free CLU `MetricWriter` for TensorBoard scalars, texts and hyperparameters
+  (HParams plugin)."""
 
   def __init__(self, logdir: str):
     from tensorboard.summary.writer.event_file_writer import EventFileWriter as _Writer
@@ -46,6 +47,12 @@ class EventFileWriter:
         for k, v in texts.items()])
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    """The HParams tab (the tensorboard package's hparams summary, no TensorFlow needed) with
+    the flattened config ('optimizer.learning_rate'), and the whole config as a JSON text."""
+    from tensorboard.plugins.hparams import summary_v2
+    flat = {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in _flatten(hparams).items()}
+    self._writer.add_event(event_pb2_event(summary_v2.hparams_pb(flat)))
     self.write_texts(0, {'hparams': json.dumps(dict(hparams), indent=1, default=str)})
 
   def _unsupported(self, *args, **kwargs):
@@ -59,6 +66,22 @@ class EventFileWriter:
 
   def close(self) -> None:
     self._writer.close()
+
+
+def event_pb2_event(summary: Any, step: int = 0) -> Any:
+  """A TensorBoard event holding `summary` (a summary_pb2.Summary)."""
+  from tensorboard.compat.proto import event_pb2
+  return event_pb2.Event(wall_time=time.time(), step=step, summary=summary)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping) and value:
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
 
 
 def _install_tf_free_summary_writer() -> None:
