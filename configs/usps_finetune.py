@@ -52,7 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.total_steps = 500 if not arg.tiny else config.total_steps
   config.eval_every_steps = 250 if not arg.tiny else config.eval_every_steps
 
-  if arg.recipe != 'scratch':
+  if arg.recipe == 'scratch':
+    config.init_from.allowed = False  # A random init: an init_from.path is refused.
+  else:
     config.init_from.required = True
     config.init_from.skip = 'params/classifier/out/.*'  # A new last layer for the new task.
     config.init_from.allow_unused = True  # The pretrained run may carry a domain discriminator.

@@ -70,15 +70,23 @@ def test_a_live_lock_is_respected_and_a_dead_ones_is_taken_over(sweep_file, tmp_
   workdir = str(tmp_path / 'runs')
   _, runs = sweep.load_sweep(sweep_file)
   live, dead = (os.path.join(workdir, run['name']) for run in runs)
-  finished = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
-                            capture_output=True, text=True)
-  for run_dir, pid in ((live, os.getppid()), (dead, int(finished.stdout))):
+  for run_dir in (live, dead):
     os.makedirs(run_dir)
-    with open(os.path.join(run_dir, sweep.LOCK_FILE), 'w') as f:
-      f.write(f'{{"host": "{socket.gethostname()}", "pid": {pid}}}')
-  outcomes = sweep.run_sweep(sweep_file, workdir)
+  # A live holder: a process that keeps the kernel lock; a dead one left only its lock file.
+  holder = subprocess.Popen([sys.executable, '-c', (
+      'import fcntl, sys, time; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); '
+      'f.write("{\\"pid\\": 1, \\"host\\": \\"h\\"}"); f.flush(); print("locked", flush=True); '
+      'time.sleep(600)'), os.path.join(live, sweep.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with open(os.path.join(dead, sweep.LOCK_FILE), 'w') as f:
+      f.write(f'{{"host": "{socket.gethostname()}", "pid": 999999}}')
+    outcomes = sweep.run_sweep(sweep_file, workdir)
+  finally:
+    holder.kill()
+    holder.wait()
   assert outcomes['running'] == [runs[0]['name']] and outcomes['trained'] == [runs[1]['name']]
-  assert not os.path.exists(os.path.join(dead, sweep.LOCK_FILE))   # Released after training.
+  assert sweep.lock_holder(dead) is None   # Released after training.
 
 
 def test_submitit_local_executor_trains_the_runs(sweep_file, tmp_path):

@@ -93,6 +93,7 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.init_from.rename = ()        # ('regex=>replacement', ...) on checkpoint paths.
   config.init_from.allow_missing = False  # Model leaves absent from the checkpoint stay fresh.
   config.init_from.allow_unused = False   # Checkpoint leaves the model lacks are ignored.
+  config.init_from.allowed = True     # False: the config trains from scratch; a path is refused.
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'sgd'       # 'sgd', 'adam' or 'adamw'.
@@ -129,6 +130,9 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.selection = False
   config.selection_examples = 1000    # Examples of each set the criteria read (fixed subset).
   config.num_devices = 0              # 0: every device; n: the first n (single process only).
+  # Resume on another device count than the checkpoint's: a step agrees to ~1e-7, but a whole
+  # run (adversarial methods above all) may end differently, so it must be asked for.
+  config.allow_device_change = False
   config.compilation_cache_dir = '~/.cache/transfer_jax/xla'
   # Multi-process runs (several hosts): leave empty to read JAX_COORDINATOR_ADDRESS,
   # JAX_NUM_PROCESSES and JAX_PROCESS_ID, or a Slurm allocation, from the environment.
@@ -262,7 +266,16 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     config = saved_config(path)
   else:
     module = _load_module(path)
-    config = module.get_config(arg or None)
+    try:
+      config = module.get_config(arg or None)
+    except UserError:
+      raise
+    except Exception as e:  # noqa: BLE001 (a bug in the config file: say where)
+      raise UserError(f'{path}: get_config({arg!r}) raised {type(e).__name__}: {e}; fix the '
+                      'config file') from None
+    if not isinstance(config, ml_collections.ConfigDict):
+      raise UserError(f'{path}: get_config returned {type(config).__name__}, not an '
+                      'ml_collections.ConfigDict; return the config')
   config.lock()
   for override in overrides:
     apply_override(config, override)
@@ -276,7 +289,14 @@ def _load_module(path: str) -> Any:
   module_spec = importlib.util.spec_from_file_location(
       f'transfer_jax_config_{os.path.splitext(os.path.basename(path))[0]}', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f'{path}: syntax error at line {e.lineno}: {e.msg}; fix the config '
+                    'file') from None
+  except Exception as e:  # noqa: BLE001 (an import error or a bug in the config file)
+    raise UserError(f'{path}: loading it raised {type(e).__name__}: {e}; fix the config '
+                    'file') from None
   if not hasattr(module, 'get_config'):
     raise UserError(f'{path} defines no get_config(arg) function')
   return module

@@ -135,9 +135,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except train.NonFiniteLossError as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
+    except train.Interrupted as e:   # SIGTERM / SIGINT: checkpointed, the usual 128 + signal.
+      print(f'stopped: {e}', file=sys.stderr)
+      return 128 + e.signum
+    except OSError as e:   # A full disk, a folder that cannot be written.
+      print(f'error: cannot write {e.filename or workdir}: {e.strerror or e}; free disk space or '
+            'fix its permissions, then rerun the same command to resume', file=sys.stderr)
+      return 1
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print('stopped: interrupted (Ctrl-C) before training started; nothing was saved',
+          file=sys.stderr)
+    return 130
   return 0
 
 

@@ -1,62 +1,41 @@
-"""What a sweep runs in a worker process: runs trained in this process under per-run lock files
-(`.sweep_lock`: host and pid), one at a time or several together as one vectorized group. The
-`process`, `submitit_local` and `slurm` executors of `transfer_jax.sweep` call `train_runs` in their
-own processes."""
+"""What a sweep runs in a worker process: runs trained in this process under their workdir locks
+(the kernel lock of `training.workdir.WorkdirLock`, the one `transfer_jax.main` takes too), one at
+a time or several together as one vectorized group. The `process`, `submitit_local` and `slurm`
+executors of `transfer_jax.sweep` call `train_runs` in their own processes."""
 
-import json
-import os
-import socket
 import sys
 from typing import Any
 
-LOCK_FILE = '.sweep_lock'
+from transfer_jax.training import workdir as workdir_lib
+
+LOCK_FILE = workdir_lib.LOCK_FILE
+_LOCKS: dict[str, workdir_lib.WorkdirLock] = {}
 
 
 def lock_holder(workdir: str) -> dict[str, Any] | None:
-  try:
-    with open(os.path.join(workdir, LOCK_FILE)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+  """{'pid', 'host'} of the process training in `workdir`, None if none is."""
+  return workdir_lib.lock_holder(workdir)
 
 
-def alive(holder: dict[str, Any]) -> bool:
-  """A lock of another host counts as alive (its process cannot be checked from here)."""
-  if holder.get('host') != socket.gethostname():
-    return True
-  try:
-    os.kill(int(holder['pid']), 0)
-  except (ProcessLookupError, ValueError, KeyError):
-    return False
-  except PermissionError:
-    return True
-  return True
+def alive(holder: dict[str, Any] | None) -> bool:
+  """Whether a holder from `lock_holder` still holds its lock (the kernel drops a dead one's)."""
+  return holder is not None
 
 
 def acquire(workdir: str) -> bool:
-  """Takes the run's lock (O_EXCL); False if a live process holds it. A dead holder's lock on
-  this host is removed first."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-      holder = lock_holder(workdir)
-      if holder is None or alive(holder):
-        return False
-      os.remove(path)   # Its process died (e.g. killed): the run resumes here.
-      continue
-    with os.fdopen(fd, 'w') as f:
-      json.dump({'host': socket.gethostname(), 'pid': os.getpid()}, f)
-    return True
-  return False
+  """Takes the run's lock; False if another process holds it. Atomic: the kernel lock has no
+  stale state to take over, a dead process's lock is gone with it."""
+  lock = workdir_lib.WorkdirLock(workdir)
+  if not lock.acquire():
+    return False
+  _LOCKS[lock.workdir] = lock
+  return True
 
 
 def release(workdir: str) -> None:
-  holder = lock_holder(workdir)
-  if holder and holder.get('pid') == os.getpid() and holder.get('host') == socket.gethostname():
-    os.remove(os.path.join(workdir, LOCK_FILE))
+  lock = _LOCKS.pop(workdir_lib.WorkdirLock(workdir).workdir, None)
+  if lock is not None:
+    lock.release()
 
 
 def train_runs(specs: list[str], overrides: list[list[str]], workdirs: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ sources and the function that turns a stored example into a model example. A dom
 import dataclasses
 import functools
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,7 +68,7 @@ def stored_splits(name: str, data: ml_collections.ConfigDict) -> tuple[dict[str,
     return sources, _num_classes(name, sources)
   if name.startswith('npz:'):
     sources = _npz_splits(name[4:])
-    return sources, _num_classes(name, sources)
+    return sources, _num_classes(os.path.expanduser(name[4:]), sources)
   if name.startswith('folder:'):
     root, domain = os.path.split(os.path.normpath(os.path.expanduser(name[7:])))
     builder = builders.ImageFolder(root=root, domain=domain, image_size=data.image_size or 224,
@@ -154,32 +155,72 @@ def _validate(name: str, arrays: Mapping[str, np.ndarray]) -> None:
     raise UserError(f'{name}: features must have shape (N, D), got {inputs.shape}')
   if labels.shape != (len(inputs),):
     raise UserError(f'{name}: labels must have shape ({len(inputs)},), got {labels.shape}')
-  if len(labels) and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
-    raise UserError(f'{name}: labels must be integers 0..num_classes-1, got {labels.dtype} '
-                    f'from {labels.min()}')
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise UserError(f'{name}: labels must be integers 0..num_classes-1, got {labels.dtype}; '
+                    'store them as integers (e.g. y.astype(np.int64) if they are whole numbers)')
+  if len(labels) and labels.min() < 0:
+    raise UserError(f'{name}: labels must be integers 0..num_classes-1, got labels from '
+                    f'{labels.min()}')
 
 
 def _num_classes(name: str, sources: Mapping[str, ArraySource]) -> int:
-  return int(max(s.arrays['label'].max() for s in sources.values())) + 1
+  """max label + 1, refusing 1-based labels (1..K: a model of K+1 classes, class 0 unused)."""
+  labels = [s.arrays['label'] for s in sources.values() if len(s.arrays['label'])]
+  if not labels:
+    raise UserError(f'{name} has no examples; give at least one labelled training example')
+  low, high = min(int(y.min()) for y in labels), max(int(y.max()) for y in labels)
+  if low == 1 and high > 1:
+    raise UserError(f'{name}: labels span 1..{high} with no class 0; labels must be '
+                    f'0..num_classes-1: subtract 1 from them')
+  return high + 1
 
 
 def _npz_splits(path: str) -> dict[str, ArraySource]:
   path = os.path.expanduser(path)
   if not os.path.isfile(path):
     raise UserError(f'npz file {path} not found; give npz:PATH to a file with x_train, y_train')
-  with np.load(path) as f:
-    if 'x_train' not in f or 'y_train' not in f:
-      raise UserError(f'{path} needs arrays x_train and y_train (and optionally x_test, y_test); '
-                      f'it has {sorted(f.files)}')
-    splits = {}
-    for split in ('train', 'test'):
-      if f'x_{split}' in f:
-        x = f[f'x_{split}']
-        key = 'features' if x.ndim == 2 else 'image'
-        arrays = {key: x, 'label': f[f'y_{split}'].astype(np.int64)}
-        _validate(f'{path}:{split}', arrays)
-        splits[split] = ArraySource(arrays)
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      files = set(f.files)
+      if 'x_train' not in files or 'y_train' not in files:
+        raise UserError(f'{path} needs arrays x_train and y_train (and optionally x_test, '
+                        f'y_test); it has {sorted(files)}')
+      if 'x_test' in files and 'y_test' not in files:
+        raise UserError(f'{path} has x_test but no y_test; add the test labels or drop x_test')
+      raw = {split: (f[f'x_{split}'], f[f'y_{split}']) for split in ('train', 'test')
+             if f'x_{split}' in files}
+  except UserError:
+    raise
+  except ValueError as e:
+    if 'pickle' in str(e):
+      raise UserError(f'{path} holds pickled Python objects, which are not loaded (unsafe); '
+                      'save plain numeric arrays (np.savez with uint8 images, int '
+                      'labels)') from None
+    raise UserError(f'{path} is not a readable .npz file ({e}); write it again with '
+                    'np.savez') from None
+  except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise UserError(f'{path} is not a readable .npz file ({type(e).__name__}: {e}); write it '
+                    'again with np.savez') from None
+  splits = {}
+  for split, (x, y) in raw.items():
+    if split == 'train' and not len(x):
+      raise UserError(f'{path}: x_train has no examples; give at least one')
+    key = 'features' if x.ndim == 2 else 'image'
+    _validate(f'{path}:{split}', {key: x, 'label': _integer_labels(f'{path}:y_{split}', y)})
+    splits[split] = ArraySource({key: x, 'label': np.asarray(y).astype(np.int64)})
   return splits
+
+
+def _integer_labels(name: str, labels: np.ndarray) -> np.ndarray:
+  """Whole-number float labels as int64; fractional ones refused (a cast would truncate them)."""
+  labels = np.asarray(labels)
+  if np.issubdtype(labels.dtype, np.floating):
+    if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+      raise UserError(f'{name}: labels must be integers 0..num_classes-1, got non-integer '
+                      f'values such as {labels[labels != np.round(labels)][:1].tolist()}; fix '
+                      'the file')
+    return labels.astype(np.int64)
+  return labels
 
 
 __all__ = ['Domain', 'REGISTERED', 'check_compatible', 'eval_batches', 'load_domain',

@@ -4,8 +4,11 @@
 changes the loss (see `transfer_jax.objectives.methods`); nothing here is method-specific.
 """
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -17,6 +20,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
+from transfer_jax import validation
 from transfer_jax.errors import UserError
 from transfer_jax.training import evaluation, parallel, vectorized, writers
 from transfer_jax.training import workdir as workdir_lib
@@ -36,6 +40,17 @@ from transfer_jax.transfer.pretrained import format_table
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the run stopped without saving a checkpoint after it."""
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped the run after a step, with a checkpoint at that step."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum
+
+
+_STOP: dict[str, int | None] = {'signum': None}   # The signal that asked the loop to stop.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -62,20 +77,77 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   """Trains (or resumes) runs that differ only in their seed and the step's hyperparameters
   (`vectorized.VECTOR_KEYS`) and returns their summaries. One run trains with the plain step;
   several train together, their step vmapped over a run axis (transfer_jax.training.vectorized).
-  Every workdir ends up as its run alone would have left it."""
+  Every workdir ends up as its run alone would have left it.
+
+  The whole config is checked before any workdir is touched. Each workdir is locked (a kernel
+  lock: a second process gets one line naming this one) for as long as the runs train; a
+  refused run leaves its workdir as it found it. SIGTERM and SIGINT finish the current step,
+  checkpoint it and raise `Interrupted`."""
   called = time.perf_counter()
+  for run_config in configs:
+    validation.check_config(run_config)
+  workdirs = [os.path.abspath(w) for w in workdirs]
+  for workdir in workdirs:
+    workdir_lib.check_workdir_path(workdir)
+  existed = [(os.path.isdir(w), os.path.exists(os.path.join(w, workdir_lib.LOCK_FILE)))
+             for w in workdirs]
+  with contextlib.ExitStack() as stack:
+    for workdir in workdirs:
+      lock = workdir_lib.WorkdirLock(workdir)
+      lock.acquire_or_fail()
+      stack.callback(lock.release)
+    stack.enter_context(_stop_on_signals())
+    try:
+      return _train_locked(configs, workdirs, mesh, called)
+    except BaseException:
+      for workdir, (dir_existed, lock_existed) in zip(workdirs, existed, strict=True):
+        # Leave no trace of a refused run. (A process that opens the lock file in this instant
+        # could lock the unlinked file while a third one locks a new one: a refused run is rare
+        # and the window is microseconds.)
+        if not lock_existed:
+          with contextlib.suppress(OSError):
+            os.remove(os.path.join(workdir, workdir_lib.LOCK_FILE))
+        if not dir_existed:
+          with contextlib.suppress(OSError):
+            os.rmdir(workdir)   # Only if empty.
+      raise
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+  """While training: the first SIGTERM or SIGINT asks the loop to stop after its current step;
+  a second one acts as usual (SIGINT: KeyboardInterrupt, SIGTERM: the process ends)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    _STOP['signum'] = signum
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                  else signal.SIG_DFL)
+    logging.warning('%s: finishing the current step, then checkpointing and stopping',
+                    signal.Signals(signum).name)
+
+  _STOP['signum'] = None
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+    _STOP['signum'] = None
+
+
+def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
+                  mesh: Mesh | None, called: float) -> list[dict[str, Any]]:
+  """`train_runs` once its workdirs are locked."""
   vectorized.check_group(configs)
-  if len(set(map(os.path.abspath, workdirs))) != len(configs):
+  if len(set(runs)) != len(configs):
     raise UserError('give each run its own workdir (one per config)')
   config, count = configs[0], len(configs)
   is_main = jax.process_index() == 0
-  runs = []
-  for run_config, workdir in zip(configs, workdirs, strict=True):
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    if is_main:
-      workdir_lib.check_or_write_config(run_config, workdir)
-    runs.append(workdir)
+  blocker = validation.extension_blocker(config)
+  new_config = [workdir_lib.check_config(c, w, blocker) for c, w in zip(configs, runs, strict=True)]
   summaries = [workdir_lib.read_summary(w) for w in runs]
   finished = [bool(s) and s.get('steps') == c.total_steps
               for s, c in zip(summaries, configs, strict=True)]
@@ -121,31 +193,39 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   else:
     init_states, train_step, hparams = program.init_state, program.train_step, None
 
+  if is_main:
+    for run_config, workdir, write in zip(configs, runs, new_config, strict=True):
+      if write:
+        workdir_lib.write_config(run_config, workdir)
   runs = [_Run(c, w, Checkpointer(os.path.join(w, 'checkpoints'), c.keep_checkpoints),
                Checkpointer(os.path.join(w, 'best'), 1) if c.best_checkpoint_metric else None,
                writers.MetricsLog(os.path.join(w, workdir_lib.METRICS_FILE)))
           for c, w in zip(configs, runs, strict=True)]
   for run in runs:  # Same on every process: eval metrics are replicated.
-    if run.best_checkpointer is not None and run.best_checkpointer.latest_step() is not None:
-      run.best['value'] = run.best_checkpointer.read_extra(
-          run.best_checkpointer.latest_step())['value']
-  latest = [run.checkpointer.latest_step() for run in runs]
+    if run.best_checkpointer is not None:
+      run.best['value'] = run.best_checkpointer.read_best_value()
+  abstract = abstract_with_shardings(program.abstract_state, program.state_sharding)
+  restored = [run.checkpointer.restore_latest(abstract) for run in runs]
+  latest = [r[0] if r else None for r in restored]
   if len(set(latest)) > 1:
     raise UserError(f'the runs given to train together have checkpoints at different steps '
                     f'({latest}); resume them one by one')
   latest = latest[0]
-  abstract = abstract_with_shardings(program.abstract_state, program.state_sharding)
+  for run, r in zip(runs, restored, strict=True):
+    if r:
+      _check_device_count(run, r[2], mesh.size)
+  if is_main:  # What lies beyond the restored step is recomputed: each step is logged once.
+    for run in runs:
+      run.metrics_log.truncate_after(latest or 0)
+      writers.truncate_events(run.workdir, latest)
   if latest is not None:
     states = []
-    for i, run in enumerate(runs):
-      run_state, extra = run.checkpointer.restore(latest, abstract)
+    for i, (run, (_, run_state, extra)) in enumerate(zip(runs, restored, strict=True)):
       states.append(run_state)
       if i < len(iterators):
         for name, iterator in iterators[i].items():
           iterator.set_state(extra['iterators'][name])
       run.previous_wall_s = extra['wall_s']
-      if is_main:
-        run.metrics_log.truncate_after(latest)
     state = states[0] if count == 1 else vectorized.stack(states)
     print(f'resuming {", ".join(run.workdir for run in runs)} from the checkpoint at step {latest}')
   else:
@@ -218,7 +298,9 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
     pending.append(metrics)
     log_now = step % config.log_every_steps == 0 or step == config.total_steps
     eval_now = step % config.eval_every_steps == 0 or step == config.total_steps
-    save_now = step % config.checkpoint_every_steps == 0 or step == config.total_steps
+    stopping = _STOP['signum'] is not None
+    save_now = (step % config.checkpoint_every_steps == 0 or step == config.total_steps
+                or stopping)
     wall_s = time.perf_counter() - start
     if log_now or eval_now or save_now:
       _check_finite(runs, np.atleast_1d(jax.device_get(state.first_nonfinite_step)), step)
@@ -243,16 +325,24 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
       if save_now:
         stream_states = iterators[0 if shared_batch else index]
         extra = {'iterators': {n: it.get_state() for n, it in stream_states.items()},
-                 'wall_s': run.previous_wall_s + wall_s}
+                 'wall_s': run.previous_wall_s + wall_s, 'device_count': mesh.size}
         run.checkpointer.save(step, run_state(index), extra)
       if index == 0:
         progress.update(step, record or None)
+    if stopping:
+      break
   for run in runs:
     for manager in filter(None, (run.checkpointer, run.best_checkpointer)):
       manager.wait()
       manager.close()
   for writer in run_writers:
     writer.close()   # Also ends its background thread (one per run otherwise).
+  if step < config.total_steps:   # Stopped by a signal, its checkpoint saved.
+    signum = _STOP['signum']
+    raise Interrupted(signum, f'stopped by {signal.Signals(signum).name} at step {step} of '
+                              f'{config.total_steps}; the checkpoint at step {step} is saved in '
+                              f'{", ".join(run.workdir for run in runs)}: rerun the same command '
+                              'to resume')
 
   train_seconds = time.perf_counter() - start
   summaries = []
@@ -307,6 +397,18 @@ def _check_finite(runs: list[_Run], first_nonfinite: np.ndarray, step: int) -> N
     raise NonFiniteLossError('; '.join(run.failed for run in runs))
 
 
+def _check_device_count(run: _Run, extra: dict[str, Any], device_count: int) -> None:
+  """Refuses to resume on another number of devices unless config.allow_device_change: each
+  step computes the same numbers to ~1e-7, but adversarial methods amplify that over a run."""
+  saved = extra.get('device_count')
+  if saved is None or saved == device_count or run.config.get('allow_device_change'):
+    return
+  raise UserError(f'{run.workdir} was trained on {saved} devices and this process has '
+                  f'{device_count}: a step agrees to ~1e-7, but a whole run may end differently; '
+                  f'resume on {saved} devices (config.num_devices) or set '
+                  '--config.allow_device_change=True')
+
+
 def _per_run(fn, state: TrainState, configs: list[ml_collections.ConfigDict]) -> TrainState:
   """`fn(state, config)` applied to each run's state (states stacked on a run axis if several)."""
   if len(configs) == 1:
@@ -317,8 +419,7 @@ def _per_run(fn, state: TrainState, configs: list[ml_collections.ConfigDict]) ->
 def _report_pretrained(program, workdir: str) -> None:
   """Logs what init_from loaded, and writes the full table to WORKDIR/init_from.txt."""
   table = format_table(program.pretrained)
-  with open(os.path.join(workdir, 'init_from.txt'), 'w') as f:
-    f.write(table + '\n')
+  workdir_lib.atomic_write(os.path.join(workdir, 'init_from.txt'), table + '\n')
   print(f'init_from: {program.pretrained.summary()} (table in {workdir}/init_from.txt)')
   logging.info('init_from:\n%s', table)
 

@@ -117,20 +117,76 @@ class MetricsLog:
       f.write(json.dumps(record) + '\n')
 
   def truncate_after(self, step: int) -> None:
-    """Drops events after `step`: a resumed run recomputes and rewrites them identically."""
+    """Drops events after `step` (and a partial last line a kill may leave): a resumed run
+    recomputes and rewrites them identically, so that each step is in the file once."""
     if not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
-    with open(self.path + '.tmp', 'w') as f:
+    kept = [line if line.endswith('\n') else line + '\n' for line in _lines(self.path)
+            if json.loads(line)['step'] <= step]
+    tmp = f'{self.path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
       f.writelines(kept)
-    os.replace(self.path + '.tmp', self.path)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.path)
 
   def read(self) -> list[dict[str, Any]]:
     if not os.path.exists(self.path):
       return []
-    with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in _lines(self.path)]
+
+
+def _lines(path: str) -> list[str]:
+  """The complete JSON lines of a metrics file (an unparsable one, cut by a kill, is dropped)."""
+  lines = []
+  with open(path) as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(record, dict) and 'step' in record:
+        lines.append(line)
+  return lines
+
+
+def truncate_events(workdir: str, step: int | None) -> None:
+  """Rewrites the TensorBoard event files of `workdir` without the events after `step` (all of
+  them when `step` is None: the run starts again from its beginning), so that a resumed run
+  holds each step once. Each file is rewritten through a temporary file and a rename."""
+  from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+  from tensorboard.compat.proto import event_pb2
+  from tensorboard.summary.writer.record_writer import RecordWriter
+
+  for name in sorted(os.listdir(workdir)):
+    if not name.startswith('events.out.tfevents.') or '.tmp' in name:
+      continue
+    path = os.path.join(workdir, name)
+    if step is None:
+      os.remove(path)
+      continue
+    kept, dropped = [], 0
+    try:
+      for raw in RawEventFileLoader(path).Load():
+        event = event_pb2.Event.FromString(raw)
+        if event.step <= step or event.HasField('file_version'):
+          kept.append(raw)
+        else:
+          dropped += 1
+    except Exception:  # noqa: BLE001 (a record cut by a kill ends the readable part)
+      dropped += 1
+    if not dropped:
+      continue
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb') as f:
+      writer = RecordWriter(f)
+      for raw in kept:
+        writer.write(raw)
+      writer.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class Progress:

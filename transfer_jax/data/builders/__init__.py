@@ -147,7 +147,17 @@ def prepare(builder: ArrayRecordBuilder, manual_dir: str | None = None) -> None:
       return
     config = tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
-    builder.download_and_prepare(download_config=config)
+    try:
+      builder.download_and_prepare(download_config=config)
+    except UserError:
+      raise
+    except Exception as e:  # noqa: BLE001 (h5py, scipy, zipfile, PIL: each its own errors)
+      files = [os.path.join(manual_dir or '', f) for f in builder.manual_files(
+          getattr(builder.builder_config, 'name', None))] if manual_dir else []
+      reason = str(e).splitlines()[0][:200] if str(e) else ''
+      raise UserError(f'{builder.name}: cannot read {", ".join(files) or "its raw files"} '
+                      f'({type(e).__name__}: {reason}); replace them with intact copies of the '
+                      'dataset') from None
 
 
 def read_split(builder: ArrayRecordBuilder, split: str) -> dict[str, np.ndarray]:

@@ -130,14 +130,29 @@ def folder_config(root: str, domain: str, image_size: int = 224) -> ImageFolderC
                        f'{only_there}); every domain needs the same classes')
   slug = lambda text: re.sub(r'[^A-Za-z0-9_]+', '_', text).strip('_').lower() or 'x'
   dataset = slug(os.path.basename(os.path.normpath(root)))
-  # The root's absolute path is hashed into the name: two folders with one basename never share
-  # prepared files.
+  # The root's absolute path and the domain's content (every image's name, size and
+  # modification time) are hashed into the name: two folders with one basename never share
+  # prepared files, and an edited folder is prepared again instead of reading a stale copy.
   root_id = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:8]
+  content_id = content_key(class_folder(root, domain), classes)
   return ImageFolderConfig(
-      name=f'{dataset}_{root_id}_{slug(domain)}_{image_size}px', root=os.path.abspath(root),
+      name=f'{dataset}_{root_id}_{slug(domain)}_{content_id}_{image_size}px',
+      root=os.path.abspath(root),
       domain=domain,
       image_size=image_size, class_names=tuple(classes),
       description=f'Domain {domain} of {root}, resized to {image_size}x{image_size}.')
+
+
+def content_key(folder: str, classes: list[str]) -> str:
+  """8 hex digits of a hash over each class's image files: name, size, modification time."""
+  digest = hashlib.sha1()
+  for class_name in classes:
+    with os.scandir(os.path.join(folder, class_name)) as entries:
+      for entry in sorted(entries, key=lambda e: e.name):
+        if entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+          stat = entry.stat()
+          digest.update(f'{class_name}/{entry.name}:{stat.st_size}:{stat.st_mtime_ns}\n'.encode())
+  return digest.hexdigest()[:8]
 
 
 class ImageFolder(base.ArrayRecordBuilder, skip_registration=True):
