@@ -53,6 +53,28 @@ def test_run_curves_have_a_panel_per_metric_and_skip_records_without_it(tmp_path
     plots.plot_run_curves([str(tmp_path / 'nothing')], [], prefix)
 
 
+def test_curves_are_in_percent_with_the_legend_off_the_data_and_labels(tmp_path, capsys):
+  for name, level in (('run_a', 0.4), ('run_b', 0.6)):
+    _write_run(str(tmp_path / name), [{'step': 100, 'target/test/accuracy': level,
+                                       'source/train/loss': 1.0}])
+  workdirs = [str(tmp_path / 'run_a'), str(tmp_path / 'run_b')]
+  data = plots.plot_run_curves(workdirs, ['target/test/accuracy', 'source/train/loss'],
+                               str(tmp_path / 'c'), labels=['DANN', 'MCC'])
+  fig = plots.curves_figure(data, ['DANN', 'MCC'])
+  accuracy, loss = fig.axes[:2]
+  assert [line.get_ydata()[0] for line in accuracy.lines] == [40.0, 60.0]   # Percent.
+  assert [line.get_ydata()[0] for line in loss.lines] == [1.0, 1.0]         # Not a fraction.
+  assert accuracy.get_ylabel() == '(%)' and accuracy.get_legend() is None
+  (legend,) = fig.legends   # One legend for the figure, outside every panel.
+  assert [t.get_text() for t in legend.get_texts()] == ['DANN', 'MCC']
+  # Without --labels, each run is named by its config; two runs that would share a name get
+  # their workdir's name.
+  assert plots.run_titles(workdirs) == ['run_a', 'run_b']
+  assert plots.main(['curves', *workdirs, '--labels=only_one', f'--output={tmp_path}/c']) == 2
+  err = capsys.readouterr().err.strip()
+  assert '\n' not in err and 'one each' in err
+
+
 def test_sweep_curves_are_mean_and_std_over_seeds(tmp_path, capsys):
   sweep_file = tmp_path / 'toy_sweep.py'
   sweep_file.write_text(
@@ -84,6 +106,11 @@ def test_sweep_curves_are_mean_and_std_over_seeds(tmp_path, capsys):
   assert curves['t2']['b']['seeds'] == 2 and curves['t1']['b']['seeds'] == 3
   assert '1 unfinished runs left out' in capsys.readouterr().out
   assert _files(prefix) == [True, True]
+  fig = plots.sweep_figure(curves, 'target/test/accuracy')
+  np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), 100 * hand.mean(0))
+  assert fig.axes[0].get_ylabel() == 'target/test/accuracy (%)'
+  assert [t.get_text() for t in fig.legends[0].get_texts()] == ['a (n=3)', 'b (n=3)', 'b (n=2)']
+  assert all(ax.get_legend() is None for ax in fig.axes)
 
   # The command line: a chosen subset of columns and rows, another metric.
   assert plots.main(['sweep', str(sweep_file), f'--workdir={workdir}', '--columns=t2',

@@ -1,11 +1,15 @@
 """Figures from runs' workdirs, each written as PREFIX.png and PREFIX.pdf:
 
-  python -m transfer_jax.plots curves WORKDIR [WORKDIR ...] [--metrics=K1,K2] --output=PREFIX
+  python -m transfer_jax.plots curves WORKDIR [WORKDIR ...] [--metrics=K1,K2] [--labels=A,B]
+      --output=PREFIX
   python -m transfer_jax.plots sweep experiments/NAME.py [--workdir=DIR] [--metric=KEY]
       [--rows=dann,mcc] [--columns=A→W,D→W] --output=PREFIX
   python -m transfer_jax.plots tsne BEFORE AFTER [--max_examples=N] [--seed=S] --output=PREFIX
   python -m transfer_jax.plots pad BEFORE AFTER [BEFORE AFTER ...] [--labels=A→W,...]
       --output=PREFIX
+
+(`transfer-jax plots ...` is the same command.) Accuracies are drawn in percent, as the tables
+show them; one legend per figure sits below the panels, off the data.
 
 `curves`: the metrics of runs' metrics.jsonl over steps, one panel per metric (default: every
 accuracy). `sweep`: a metric of a sweep's finished runs, mean ± std over seeds, one line per row
@@ -62,9 +66,14 @@ def aggregate(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.n
           'std': values.std(0), 'seeds': np.int64(len(series))}
 
 
-def plot_run_curves(workdirs: Sequence[str], metrics: Sequence[str], output: str
+def plot_run_curves(workdirs: Sequence[str], metrics: Sequence[str], output: str,
+                    labels: Sequence[str] = ()
                     ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-  """One panel per metric, one line per run; returns {metric: {workdir: (steps, values)}}."""
+  """One panel per metric, one line per run (named by `labels`, else by its config: 'dann M→O
+  s0'); returns {metric: {workdir: (steps, values)}} as logged (accuracies as fractions)."""
+  if labels and len(labels) != len(workdirs):
+    raise UserError(f'--labels has {len(labels)} names for {len(workdirs)} workdirs; give one '
+                    'each')
   records = {w: read_metrics(w) for w in workdirs}
   if not metrics:  # Default: every accuracy any run logged.
     metrics = sorted({k for rs in records.values() for r in rs for k in r
@@ -74,15 +83,21 @@ def plot_run_curves(workdirs: Sequence[str], metrics: Sequence[str], output: str
     if not any(len(steps) for steps, _ in runs.values()):
       known = sorted({k for rs in records.values() for r in rs for k in r} - {'step', 'wall_s'})
       raise UserError(f'no run logged {metric!r}; choose --metrics among {", ".join(known)}')
-  fig, axes = _panels(len(metrics))
-  for ax, (metric, runs) in zip(axes, data.items(), strict=True):
-    for workdir, (steps, values) in runs.items():
-      ax.plot(steps, values, label=os.path.basename(os.path.normpath(workdir))[:40])
-    ax.set(title=metric, xlabel='step')
-  if len(workdirs) > 1:
-    axes[0].legend(fontsize='small')
-  save_figure(fig, output)
+  save_figure(curves_figure(data, list(labels) or run_titles(workdirs)), output)
   return data
+
+
+def curves_figure(data: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+                  labels: Sequence[str]) -> Any:
+  """The figure of `plot_run_curves`: accuracies in percent, the legend below the panels."""
+  fig, axes = _panels(len(data))
+  for ax, (metric, runs) in zip(axes, data.items(), strict=True):
+    scale = _scale(metric)
+    for label, (steps, values) in zip(labels, runs.values(), strict=True):
+      ax.plot(steps, scale * values, label=label)
+    ax.set(title=metric, xlabel='step', ylabel=_unit(metric))
+  _legend_below(fig, axes[0])
+  return fig
 
 
 def sweep_curves(path: str, workdir: str, metric: str = '', rows: Sequence[str] = (),
@@ -129,19 +144,57 @@ def plot_sweep_curves(path: str, workdir: str, output: str, metric: str = '',
   """Mean over seeds (line) ± std (shaded), a line per row label, a panel per column label;
   returns what `sweep_curves` gives."""
   curves, missing, table = sweep_curves(path, workdir, metric, rows, columns)
-  fig, axes = _panels(len(curves))
-  for ax, (column, lines) in zip(axes, curves.items(), strict=True):
-    for i, (row, line) in enumerate(lines.items()):
-      colour = f'C{i % 10}'
-      ax.plot(line['steps'], line['mean'], color=colour, label=f'{row} (n={line["seeds"]})')
-      ax.fill_between(line['steps'], line['mean'] - line['std'], line['mean'] + line['std'],
-                      color=colour, alpha=0.2, linewidth=0)
-    ax.set(title=column, xlabel='step', ylabel=table['metric'])
-  axes[0].legend(fontsize='small')
-  save_figure(fig, output)
+  save_figure(sweep_figure(curves, table['metric']), output)
   if missing:
     print(f'{len(missing)} unfinished runs left out, e.g. {missing[0]}')
   return curves
+
+
+def sweep_figure(curves: dict, metric: str) -> Any:
+  """The figure of `plot_sweep_curves`: a panel per column, a colour per row (the same in every
+  panel), accuracies in percent, one legend below the panels."""
+  fig, axes = _panels(len(curves))
+  colours = {row: f'C{i % 10}' for i, row in enumerate(dict.fromkeys(
+      row for lines in curves.values() for row in lines))}
+  scale = _scale(metric)
+  for ax, (column, lines) in zip(axes, curves.items(), strict=True):
+    for row, line in lines.items():
+      mean, std = scale * line['mean'], scale * line['std']
+      ax.plot(line['steps'], mean, color=colours[row], label=f'{row} (n={line["seeds"]})')
+      ax.fill_between(line['steps'], mean - std, mean + std, color=colours[row], alpha=0.2,
+                      linewidth=0)
+    ax.set(title=column, xlabel='step', ylabel=f'{metric}{_unit(metric, " ")}')
+  _legend_below(fig, *axes)
+  return fig
+
+
+def _scale(metric: str) -> float:
+  """100 for accuracies (plotted in percent, as the tables show them), else 1."""
+  return 100.0 if metric.endswith('accuracy') else 1.0
+
+
+def _unit(metric: str, prefix: str = '') -> str:
+  return f'{prefix}(%)' if metric.endswith('accuracy') else ''
+
+
+def _legend_below(fig: Any, *axes: Any) -> None:
+  """One legend for the figure, under the panels, so it never covers a curve; entries of the
+  same label in several panels are shown once."""
+  entries = {}
+  for ax in axes:
+    for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+      entries.setdefault(label, handle)
+  if entries:
+    fig.legend(list(entries.values()), list(entries), loc='outside lower center',
+               ncols=min(len(entries), 4), fontsize='small')
+
+
+def run_titles(workdirs: Sequence[str]) -> list[str]:
+  """A legend name per run from its config ('dann M→O s0'); the workdir's name where two runs
+  would share one."""
+  titles = [_run_title(workdir) for workdir in workdirs]
+  return [title if titles.count(title) == 1 else os.path.basename(os.path.normpath(workdir))
+          for title, workdir in zip(titles, workdirs, strict=True)]
 
 
 # ------------------------------------------------------------------------ features, t-SNE, PAD
@@ -234,7 +287,8 @@ def plot_tsne(before: str, after: str, output: str, max_examples: int = 500, see
       ax.scatter([], [], c=colour, s=12, label=domain)
     ax.set(title=f'{name}: {_run_title(result["run"])}, PAD {result["pad"]:.2f}',
            xticks=[], yticks=[])
-  axes[0].legend(fontsize='small', title='colour: domain; marker: class', title_fontsize='small')
+  fig.legend(*axes[0].get_legend_handles_labels(), loc='outside lower center', ncols=2,
+             fontsize='small', title='colour: domain; marker: class', title_fontsize='small')
   save_figure(fig, output)
   print(format_pads([(results['before']['pad'], results['after']['pad'])],
                     [f'{_run_title(before)} vs {_run_title(after)}']))
@@ -262,7 +316,7 @@ def plot_pads(pairs: Sequence[tuple[str, str]], output: str, labels: Sequence[st
   ax.set(xticks=x, ylabel='proxy A-distance',
          ylim=(min(0.0, *(min(p) for p in pads)) - 0.05, 2.05))
   ax.set_xticklabels(labels, rotation=20 if len(pairs) > 3 else 0)
-  ax.legend(fontsize='small')
+  _legend_below(fig, ax)
   save_figure(fig, output)
   with open(output + '.json', 'w') as f:
     json.dump([{'label': label, 'before': b, 'after': a, 'runs': list(pair)}
@@ -334,6 +388,8 @@ def _parser() -> argparse.ArgumentParser:
   curves = commands.add_parser('curves', parents=[common])
   curves.add_argument('workdirs', nargs='+')
   curves.add_argument('--metrics', default='', help='comma-separated; default: all accuracies')
+  curves.add_argument('--labels', default='', help='comma-separated legend names, one per '
+                      "workdir; default: each run's method, task and seed")
   sweep = commands.add_parser('sweep', parents=[common])
   sweep.add_argument('sweep_file')
   sweep.add_argument('--workdir', default='', help='default: runs/NAME')
@@ -359,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
   split_list = lambda text: [item for item in text.split(',') if item]  # noqa: E731
   try:
     if args.command == 'curves':
-      plot_run_curves(args.workdirs, split_list(args.metrics), args.output)
+      plot_run_curves(args.workdirs, split_list(args.metrics), args.output,
+                      split_list(args.labels))
     elif args.command == 'sweep':
       name = os.path.splitext(os.path.basename(args.sweep_file))[0]
       plot_sweep_curves(args.sweep_file, args.workdir or os.path.join('runs', name), args.output,
