@@ -70,8 +70,9 @@ def list_datasets() -> list[tuple[str, str]]:
 def list_rules() -> list[tuple[str, str]]:
   """(rule, what it selects) of the report's model-selection rules."""
   from transfer_jax import report
-  return [(rule, report.RULE_DESCRIPTIONS.get(rule) or f'the evaluation maximising {key}')
-          for rule, key in report.RULES.items()]
+  rules = [*report.RULES, *(r for r in report.RULE_DESCRIPTIONS if r not in report.RULES)]
+  return [(rule, report.RULE_DESCRIPTIONS.get(rule)
+           or f'the evaluation maximising {report.RULES[rule]}') for rule in rules]
 
 
 def list_command(argv: Sequence[str]) -> int:
