@@ -64,7 +64,7 @@ def test_curves_are_in_percent_with_the_legend_off_the_data_and_labels(tmp_path,
   accuracy, loss = fig.axes[:2]
   assert [line.get_ydata()[0] for line in accuracy.lines] == [40.0, 60.0]   # Percent.
   assert [line.get_ydata()[0] for line in loss.lines] == [1.0, 1.0]         # Not a fraction.
-  assert accuracy.get_ylabel() == '(%)' and accuracy.get_legend() is None
+  assert accuracy.get_ylabel() == 'accuracy (%)' and accuracy.get_legend() is None
   (legend,) = fig.legends   # One legend for the figure, outside every panel.
   assert [t.get_text() for t in legend.get_texts()] == ['DANN', 'MCC']
   # Without --labels, each run is named by its config; two runs that would share a name get

@@ -123,7 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry_point() -> None:
   """The console script of pyproject.toml."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  sys.exit(main())
+  try:
+    code = main()
+    sys.stdout.flush()
+  except BrokenPipeError:  # `transfer-jax list configs | head`: the reader stopped early.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    code = 0
+  sys.exit(code)
 
 
 if __name__ == '__main__':

@@ -94,8 +94,8 @@ def curves_figure(data: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
   for ax, (metric, runs) in zip(axes, data.items(), strict=True):
     scale = _scale(metric)
     for label, (steps, values) in zip(labels, runs.values(), strict=True):
-      ax.plot(steps, scale * values, label=label)
-    ax.set(title=metric, xlabel='step', ylabel=_unit(metric))
+      ax.plot(steps, scale * values, label=label, marker='o', markersize=3)
+    ax.set(title=metric, xlabel='step', ylabel=_unit(metric, metric.rsplit('/', 1)[-1] + ' '))
   _legend_below(fig, axes[0])
   return fig
 
