@@ -75,3 +75,32 @@ def test_a_batch_read_in_one_call_equals_the_rows_read_one_by_one():
   assert blocks._getitems(indices) == [blocks[i] for i in indices]
   # Rows 2-3 of each global batch of 4, over two epochs of the reshuffled range.
   assert [blocks[i] for i in range(4)] == [shuffled[2], shuffled[3], shuffled[6], shuffled[7]]
+
+
+def test_index_orders_gather_the_batches_of_train_iterator_and_share_its_state():
+  from transfer_jax.data.pipeline import IndexOrder, gather_batches
+  from transfer_jax.data.sources import Subset
+  source = Subset(_source(23), np.arange(3, 23))   # 20 examples: 2.5 batches of 8 an epoch.
+  for process_index in (0, 1):
+    process = dict(process_index=process_index, process_count=2)
+    iterators = [train_iterator(source, _example, 8, seed=s, stream=2, **process) for s in (0, 5)]
+    orders = [IndexOrder(len(source), 8, seed=s, stream=2, **process) for s in (0, 5)]
+    for _ in range(7):   # Across three epochs, each reshuffled.
+      batch = gather_batches(source, _example, np.stack([o.next_indices() for o in orders]))
+      assert batch['input'].shape == (2, 4, 1, 1, 1)
+      for run, iterator in enumerate(iterators):
+        expected = next(iterator)
+        for key in ('input', 'label'):
+          np.testing.assert_array_equal(batch[key][run], expected[key])
+    assert orders[1].get_state() == iterators[1].get_state() == {'next_index': 7}
+  # A state saved by either continues the other with the same batches.
+  resumed = IndexOrder(len(source), 8, seed=5, stream=2)
+  iterator = train_iterator(source, _example, 8, seed=5, stream=2)
+  _draw(iterator, 4)
+  resumed.set_state(iterator.get_state())
+  np.testing.assert_array_equal(source.indices[resumed.next_indices()], next(iterator)['label'])
+  fresh = train_iterator(source, _example, 8, seed=5, stream=2)
+  fresh.set_state(resumed.get_state())
+  np.testing.assert_array_equal(source.indices[resumed.next_indices()], next(fresh)['label'])
+  with pytest.raises(ValueError, match='cannot restore a data order'):
+    resumed.set_state({'next_index': 1, 'epoch': 0})

@@ -14,6 +14,7 @@ from conftest import tiny_digits
 from transfer_jax.errors import UserError
 from transfer_jax.training import train, vectorized
 from transfer_jax.training.checkpoint import load_params
+from transfer_jax.training.inputs import TrainBatches, load_domains, make_iterators
 
 # Three runs that differ in the seed and in all three step hyperparameters.
 VARIED = [dict(seed=0), dict(seed=1, **{'method.trade_off': 0.3}),
@@ -78,3 +79,27 @@ def test_runs_that_differ_in_other_keys_are_refused(tmp_path):
     train.train_runs(configs, [str(tmp_path / 'a'), str(tmp_path / 'b')])
   assert vectorized.differing_keys(_configs(VARIED)) == [
       'method.trade_off', 'optimizer.learning_rate', 'optimizer.weight_decay', 'seed']
+
+
+@pytest.mark.parametrize('in_memory', [True, False])
+def test_a_group_reads_each_runs_batches_in_one_gather(in_memory):
+  """TrainBatches gives, stacked, the batches each run's own grain iterators give (in memory:
+  one gather for the group; streamed: the runs' iterators), and resumes from their states."""
+  configs = _configs(VARIED, **{'data.in_memory': in_memory})
+  domains = load_domains(configs[0])
+  streams, process = ('source', 'target'), dict(process_index=0, process_count=1)
+  group = TrainBatches(streams, domains, configs, process, stacked=True)
+  alone = [make_iterators(streams, domains, c, process) for c in configs]
+  for _ in range(3):
+    batch = group.next()
+    for run, iterators in enumerate(alone):
+      for stream, iterator in iterators.items():
+        expected = next(iterator)
+        assert sorted(batch[stream]) == sorted(expected)
+        for key, value in expected.items():
+          np.testing.assert_array_equal(batch[stream][key][run], value)
+  resumed = TrainBatches(streams, domains, configs[1:2], process, stacked=False)
+  resumed.set_state(0, {stream: it.get_state() for stream, it in alone[1].items()})
+  assert resumed.get_state(0) == group.get_state(1)
+  np.testing.assert_array_equal(resumed.next()['target']['input'],
+                                next(alone[1]['target'])['input'])

@@ -14,7 +14,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from transfer_jax.data.sources import read_batch
+from transfer_jax.data.sources import ArraySource, Subset, read_batch
 from transfer_jax.errors import UserError
 
 
@@ -61,18 +61,81 @@ def train_iterator(source: Any, batch_fn: Callable, global_batch_size: int, seed
   The iterator's `get_state()` / `set_state()` are saved in checkpoints, so a resumed run
   continues with the same data order.
   """
-  if global_batch_size % process_count:
-    raise UserError(f'global batch {global_batch_size} is not divisible by the '
-                    f'{process_count} processes')
-  if len(source) == 0:
-    raise UserError('cannot train on an empty split')
   # grain shuffles and batches example *indices*; each batch is then read from the source in
   # one bulk call and preprocessed as a whole (vectorised), not example by example.
-  dataset = grain.MapDataset.range(len(source)).shuffle(seed=stream_seed(seed, stream))
-  dataset = _ProcessBlocks(dataset.repeat(None), global_batch_size, process_index, process_count)
+  dataset = _index_dataset(len(source), global_batch_size, seed, stream, process_index,
+                           process_count)
   dataset = dataset.batch(global_batch_size // process_count, drop_remainder=True)
   dataset = dataset.map(functools.partial(_read_and_preprocess, source=source, batch_fn=batch_fn))
   return iter(dataset)
+
+
+def _index_dataset(size: int, global_batch_size: int, seed: int, stream: int,
+                   process_index: int, process_count: int) -> grain.MapDataset:
+  """The example indices this process trains on, in order: batch j is rows j*b..(j+1)*b-1
+  (b the local batch), every epoch a new permutation of range(size)."""
+  if global_batch_size % process_count:
+    raise UserError(f'global batch {global_batch_size} is not divisible by the '
+                    f'{process_count} processes')
+  if size == 0:
+    raise UserError('cannot train on an empty split')
+  dataset = grain.MapDataset.range(size).shuffle(seed=stream_seed(seed, stream))
+  return _ProcessBlocks(dataset.repeat(None), global_batch_size, process_index, process_count)
+
+
+class IndexOrder:
+  """The example indices of `train_iterator`'s batches (same arguments, same order), without
+  reading the examples: for runs that gather their batches themselves (`gather_batches`).
+
+  grain computes a shuffled index per example and call (~25-100 us each on small splits, more
+  than a small model's step): an epoch of batches is computed at once, in one call down grain's
+  chain, and then handed out. `get_state()` / `set_state()` exchange states with
+  `train_iterator`'s iterators (the number of batches handed out).
+  """
+
+  def __init__(self, size: int, global_batch_size: int, seed: int, stream: int = 0,
+               process_index: int = 0, process_count: int = 1):
+    self._dataset = _index_dataset(size, global_batch_size, seed, stream, process_index,
+                                   process_count)
+    self._local = global_batch_size // process_count
+    self._chunk = -(-size // global_batch_size)   # Batches computed at once: about an epoch.
+    self._next = 0                                # Batches handed out.
+    self._cached_from, self._cached = 0, np.empty((0, self._local), np.int64)
+
+  def next_indices(self) -> np.ndarray:
+    """The local batch's example indices, (local batch,) int64."""
+    offset = self._next - self._cached_from
+    if not 0 <= offset < len(self._cached):
+      first = self._next * self._local
+      rows = self._dataset._getitems(range(first, first + self._chunk * self._local))  # noqa: SLF001
+      self._cached_from, offset = self._next, 0
+      self._cached = np.asarray(rows, np.int64).reshape(self._chunk, self._local)
+    self._next += 1
+    return self._cached[offset]
+
+  def get_state(self) -> dict[str, int]:
+    return {'next_index': self._next}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if set(state) != {'next_index'}:
+      raise UserError(f'cannot restore a data order from the iterator state {state}: it was '
+                      'saved by another version of grain or of this code')
+    self._next = int(state['next_index'])
+
+
+def in_memory(source: Any) -> bool:
+  """Whether `source` reads from arrays in memory (`gather_batches` can serve it)."""
+  while isinstance(source, Subset):
+    source = source.source
+  return isinstance(source, ArraySource)
+
+
+def gather_batches(source: Any, batch_fn: Callable, indices: np.ndarray) -> dict:
+  """The batches of an in-memory `source` at `indices` (R, b) for R runs, read in one gather
+  and preprocessed in one call (batch_fn acts row by row): arrays of shape (R, b, ...)."""
+  runs, rows = indices.shape
+  batch = batch_fn(read_batch(source, indices.reshape(-1)))
+  return {key: value.reshape(runs, rows, *value.shape[1:]) for key, value in batch.items()}
 
 
 def _read_and_preprocess(indices: np.ndarray, source: Any, batch_fn: Callable) -> dict:

@@ -25,7 +25,11 @@ from transfer_jax.errors import UserError
 from transfer_jax.training import evaluation, parallel, vectorized, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
-from transfer_jax.training.inputs import load_domains, make_iterators
+from transfer_jax.training.inputs import (  # noqa: F401 (make_iterators: a public name)
+  TrainBatches,
+  load_domains,
+  make_iterators,
+)
 from transfer_jax.training.optimizer import group_labels
 from transfer_jax.training.passes import (  # noqa: F401 (adapt_batch_stats: a public name)
   adapt_batch_stats,
@@ -182,8 +186,9 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
   # Runs with one seed read one data order: the batch is loaded once and shared.
   shared_batch = len({c.seed for c in configs}) == 1
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  iterators = [make_iterators(program.streams, domains, c, process)
-               for c in (configs[:1] if shared_batch else configs)]
+  # Each stream is read once per step for all runs (each in its own order; TrainBatches).
+  inputs = TrainBatches(program.streams, domains, configs[:1] if shared_batch else configs,
+                        process, stacked=not (count == 1 or shared_batch))
   if program.pretrained is not None and is_main:
     for workdir in runs:
       _report_pretrained(program, workdir)
@@ -222,9 +227,8 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
     states = []
     for i, (run, (_, run_state, extra)) in enumerate(zip(runs, restored, strict=True)):
       states.append(run_state)
-      if i < len(iterators):
-        for name, iterator in iterators[i].items():
-          iterator.set_state(extra['iterators'][name])
+      if i < inputs.count:
+        inputs.set_state(i, extra['iterators'])
       run.previous_wall_s = extra['wall_s']
     state = states[0] if count == 1 else vectorized.stack(states)
     print(f'resuming {", ".join(run.workdir for run in runs)} from the checkpoint at step {latest}')
@@ -281,12 +285,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
     if refresh_every and step % refresh_every == 0:
       state = _per_run(lambda s, c: cluster_target(program, s, domains['target'], c, mesh,
                                                    process), state, configs)
-    local = [{name: next(it) for name, it in streams.items()} for streams in iterators]
-    if count == 1 or shared_batch:
-      batch = parallel.to_global(local[0], mesh)
-    else:
-      batch = parallel.to_global(jax.tree.map(lambda *x: np.stack(x), *local), mesh,
-                                 run_axis=True)
+    batch = parallel.to_global(inputs.next(), mesh, run_axis=inputs.stacked)
     if count == 1:
       state, metrics = train_step(state, batch, train_rng)
     else:
@@ -323,8 +322,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
         run.metrics_log.write(step, run.previous_wall_s + wall_s, record)
         writer.write_scalars(step, record)
       if save_now:
-        stream_states = iterators[0 if shared_batch else index]
-        extra = {'iterators': {n: it.get_state() for n, it in stream_states.items()},
+        extra = {'iterators': inputs.get_state(0 if shared_batch else index),
                  'wall_s': run.previous_wall_s + wall_s, 'device_count': mesh.size}
         run.checkpointer.save(step, run_state(index), extra)
       if index == 0:
