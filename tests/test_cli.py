@@ -61,6 +61,11 @@ def test_list_and_unknown_commands_are_one_line_errors(capsys):
   assert cli.main(['trian']) == 2
   assert 'unknown command' in _one_error_line(capsys)
   assert cli.main(['--help']) == 0 and 'transfer-jax list' in capsys.readouterr().out
+  for argv in (['sweep'], ['report', 'x.py', '--bogus'], ['plots', 'curves', '--output=x']):
+    with pytest.raises(SystemExit) as exit_:
+      cli.main(argv)
+    assert exit_.value.code == 2
+    assert '--help` lists the flags' in _one_error_line(capsys)
 
 
 def test_config_flags_forms_print_the_resolved_config(tmp_path, capsys):

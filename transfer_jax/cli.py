@@ -11,6 +11,7 @@ Each subcommand is the module of the same name (`python -m transfer_jax.main`, `
 `.report`, `.plots`, `.probe`), with the same flags; `transfer-jax SUBCOMMAND --help` prints them.
 """
 
+import argparse
 import ast
 import glob
 import inspect
@@ -18,11 +19,20 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from transfer_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTS = ('configs', 'methods', 'datasets', 'rules')
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with a one-line error (what is wrong, and where the flags are listed) instead of
+  the usage block; for the subcommands that take files and workdirs (sweep, report, plots)."""
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(2, f'error: {message}; `{self.prog} --help` lists the flags\n')
 
 
 def _first_sentence(text: str | None) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from transfer_jax import cli
 from transfer_jax.errors import UserError
 
 MARKERS = 'os^vD<>PX*ph8d'
@@ -375,7 +376,7 @@ def save_figure(fig: Any, output: str) -> list[str]:
 # -------------------------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m transfer_jax.plots', description=__doc__,
+  parser = cli.ArgumentParser(prog='transfer-jax plots', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest='command', required=True)
   common = argparse.ArgumentParser(add_help=False)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from transfer_jax import selection
+from transfer_jax import cli, selection
 from transfer_jax import sweep as sweep_lib
 from transfer_jax.training import workdir as workdir_lib
 
@@ -301,8 +301,8 @@ def _tex(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
   from transfer_jax.errors import UserError
-  parser = argparse.ArgumentParser(prog='python -m transfer_jax.report',
-                                   description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(prog='transfer-jax report',
+                              description=__doc__.splitlines()[0])
   parser.add_argument('sweep_file')
   parser.add_argument('--workdir', default='', help='default: runs/NAME (as the sweep)')
   parser.add_argument('--metric', default='', help="default: TABLE['metric']")
