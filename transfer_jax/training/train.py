@@ -95,8 +95,13 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
     workdir_lib.check_workdir_path(workdir)
   existed = [(os.path.isdir(w), os.path.exists(os.path.join(w, workdir_lib.LOCK_FILE)))
              for w in workdirs]
-  with contextlib.ExitStack() as stack:
+  # In a multi-process run every process trains in the same workdir: process 0 holds the lock.
+  locking = jax.process_index() == 0
+  if not locking:
     for workdir in workdirs:
+      os.makedirs(workdir, exist_ok=True)
+  with contextlib.ExitStack() as stack:
+    for workdir in workdirs if locking else ():
       lock = workdir_lib.WorkdirLock(workdir)
       lock.acquire_or_fail()
       stack.callback(lock.release)
@@ -104,7 +109,8 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
     try:
       return _train_locked(configs, workdirs, mesh, called)
     except BaseException:
-      for workdir, (dir_existed, lock_existed) in zip(workdirs, existed, strict=True):
+      for workdir, (dir_existed, lock_existed) in zip(workdirs if locking else (), existed,
+                                                      strict=False):
         # Leave no trace of a refused run. (A process that opens the lock file in this instant
         # could lock the unlinked file while a third one locks a new one: a refused run is rare
         # and the window is microseconds.)
@@ -231,8 +237,11 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
         inputs.set_state(i, extra['iterators'])
       run.previous_wall_s = extra['wall_s']
     state = states[0] if count == 1 else vectorized.stack(states)
+    resumed_pending = [{k: np.asarray(value, dtype) for k, (dtype, value) in m.items()}
+                       for m in restored[0][2].get('pending', [])]
     print(f'resuming {", ".join(run.workdir for run in runs)} from the checkpoint at step {latest}')
   else:
+    resumed_pending = []
     state = init_states(init_rng)
     if program.regularizer.needs_fisher:
       state = _per_run(lambda s, c: estimate_fisher(program, s, domains['source'], c, mesh,
@@ -280,7 +289,9 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
   progress = writers.Progress(config.total_steps, step)
   start = time.perf_counter()
   start_step = step
-  pending: list[dict[str, jax.Array]] = []
+  # Per-step metrics since the last log step; a checkpoint saves them, so that a resumed run
+  # logs the same means as an uninterrupted one.
+  pending: list[dict[str, Any]] = list(resumed_pending)
   while step < config.total_steps:
     if refresh_every and step % refresh_every == 0:
       state = _per_run(lambda s, c: cluster_target(program, s, domains['target'], c, mesh,
@@ -306,6 +317,10 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
     if log_now:
       means = _mean(jax.device_get(pending), count)
       pending = []
+    if save_now:
+      pending = jax.device_get(pending)
+      saved_pending = [{k: [np.asarray(v).dtype.str, np.asarray(v).tolist()]
+                        for k, v in m.items()} for m in pending]
     for index, (run, writer) in enumerate(zip(runs, run_writers, strict=True)):
       if run.failed:
         continue
@@ -323,7 +338,8 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
         writer.write_scalars(step, record)
       if save_now:
         extra = {'iterators': inputs.get_state(0 if shared_batch else index),
-                 'wall_s': run.previous_wall_s + wall_s, 'device_count': mesh.size}
+                 'wall_s': run.previous_wall_s + wall_s, 'device_count': mesh.size,
+                 'pending': saved_pending}
         run.checkpointer.save(step, run_state(index), extra)
       if index == 0:
         progress.update(step, record or None)

@@ -1,0 +1,276 @@
+"""Faults a run must survive: kills at random moments (inside checkpoint saves too), SIGTERM and
+SIGINT, a second process on the same workdir, corrupt checkpoints and files, a device-count
+change, and continuing a finished run to more steps."""
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from conftest import ROOT, TFDS_DIR, tiny_digits
+from transfer_jax import main as main_lib
+from transfer_jax.errors import UserError
+from transfer_jax.training import train
+from transfer_jax.training import workdir as workdir_lib
+from transfer_jax.training.checkpoint import load_params
+
+# Long enough for a dozen interruptions; a checkpoint every other step, so that kills land
+# inside saves too.
+FAULT_OVERRIDES = {'total_steps': 120, 'log_every_steps': 1, 'eval_every_steps': 40,
+                   'checkpoint_every_steps': 2, 'keep_checkpoints': 2}
+NUMBERS_OF = lambda record: {k: v for k, v in record.items()  # noqa: E731
+                             if k not in ('wall_s', 'train/steps_per_s')}
+
+
+def _records(workdir) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def assert_same_run(workdir, reference) -> None:
+  """Each step logged once, with the reference's numbers; the same final parameters."""
+  got, want = _records(workdir), _records(reference)
+  assert [r['step'] for r in got] == [r['step'] for r in want], 'steps logged differ'
+  for a, b in zip(got, want, strict=True):
+    a, b = NUMBERS_OF(a), NUMBERS_OF(b)
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f'{key} at {a["step"]}')
+  jax.tree.map(np.testing.assert_array_equal, load_params(str(workdir)),
+               load_params(str(reference)))
+
+
+def _tensorboard_steps(workdir, tag='source/train/loss') -> list[int]:
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  events = EventAccumulator(str(workdir))
+  events.Reload()
+  return [e.step for e in events.Scalars(tag)]
+
+
+def _command(workdir, overrides) -> list[str]:
+  return [sys.executable, '-m', 'transfer_jax.main', f'--config={ROOT}/configs/digits.py:tiny',
+          f'--workdir={workdir}', f'--config.data.data_dir={TFDS_DIR}',
+          '--config.compilation_cache_dir=' + os.path.join(ROOT, '.pytest_cache', 'xla'),
+          *[f'--config.{k}={v}' for k, v in overrides.items()]]
+
+
+def _start(workdir, overrides) -> subprocess.Popen:
+  return subprocess.Popen(_command(workdir, overrides), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, process, timeout=180.0, poll=0.002) -> bool:
+  deadline = time.time() + timeout
+  while time.time() < deadline and process.poll() is None:
+    if predicate():
+      return True
+    time.sleep(poll)
+  return False
+
+
+def _saving(workdir) -> bool:
+  """An orbax save in progress: its temporary folder exists."""
+  folder = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(folder) and any('tmp' in name for name in os.listdir(folder))
+
+
+def _max_step(workdir) -> int:
+  """The last step in metrics.jsonl (0 if none); a line being written is skipped."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return 0
+  steps = [0]
+  with open(path) as f:
+    for line in f:
+      with contextlib.suppress(ValueError):
+        steps.append(json.loads(line)['step'])
+  return max(steps)
+
+
+@pytest.fixture(scope='module')
+def fault_reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  train.train_and_evaluate(tiny_digits(**FAULT_OVERRIDES), str(workdir))
+  return workdir
+
+
+def test_kills_at_seeded_random_moments_then_resume_equals_an_uninterrupted_run(
+    fault_reference, tmp_path):
+  """SIGTERM, SIGINT, then 10 SIGKILLs at seeded random moments (some as soon as a checkpoint
+  save has begun); the run then finishes equal to the uninterrupted one, each step logged once."""
+  rng = random.Random(15)
+  workdir = tmp_path / 'interrupted'
+  plan = ['SIGTERM', 'SIGINT'] + ['SIGKILL'] * 10
+  inside_save, kills = 0, 0
+  for name in plan:
+    done = _max_step(workdir)
+    process = _start(workdir, FAULT_OVERRIDES)
+    in_save = name == 'SIGKILL' and rng.random() < 0.4
+    started = _wait_for(lambda done=done: _max_step(workdir) > done, process)  # Past before.
+    if started:
+      if in_save:   # The moment a save has begun: its temporary folder exists.
+        started = _wait_for(lambda: _saving(workdir), process)
+      else:
+        time.sleep(rng.uniform(0.0, 1.0))
+    if not started or process.poll() is not None:
+      process.kill()
+      _, err = process.communicate()
+      pytest.fail(f'the run ended before it could be interrupted by {name}: {err[-2000:]}')
+    sent = time.time()
+    process.send_signal(getattr(signal, name))
+    _, err = process.communicate(timeout=120)
+    if name == 'SIGKILL':
+      assert process.returncode == -signal.SIGKILL
+      kills += 1
+      inside_save += in_save
+    else:  # Finishes its step, checkpoints it, says so in one line, exits 128 + signal.
+      assert process.returncode == 128 + getattr(signal, name), err[-2000:]
+      assert time.time() - sent < 30
+      stopped = [line for line in err.splitlines() if line.startswith('stopped:')]
+      assert len(stopped) == 1 and f'stopped by {name} at step' in stopped[0], err[-2000:]
+      assert 'Traceback' not in err
+      step = int(stopped[0].split('at step ')[1].split()[0])
+      assert str(step) in os.listdir(workdir / 'checkpoints')
+      assert max(r['step'] for r in _records(workdir)) == step
+  assert kills == 10 and inside_save >= 2
+  train.train_and_evaluate(tiny_digits(**FAULT_OVERRIDES), str(workdir))
+  assert_same_run(workdir, fault_reference)
+  assert _tensorboard_steps(workdir) == _tensorboard_steps(fault_reference)
+  assert not os.path.exists(workdir / 'checkpoints.corrupt')
+
+
+def test_a_second_process_on_the_workdir_is_refused_naming_the_first(fault_reference, tmp_path):
+  workdir = tmp_path / 'shared'
+  process = _start(workdir, FAULT_OVERRIDES)
+  try:
+    assert _wait_for(lambda: workdir_lib.lock_holder(str(workdir)) is not None, process)
+    holder = workdir_lib.lock_holder(str(workdir))
+    assert holder['pid'] == process.pid
+    with pytest.raises(UserError, match=f'in use by process {process.pid}'):
+      train.train_and_evaluate(tiny_digits(**FAULT_OVERRIDES), str(workdir))
+    # And through the command line: one line, status 2.
+    second = subprocess.run(_command(workdir, FAULT_OVERRIDES), cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 2
+    errors = [line for line in second.stderr.splitlines() if line.startswith('error')]
+    assert errors == [errors[0]] and f'process {process.pid}' in errors[0]
+  finally:
+    _, err = process.communicate(timeout=300)
+  assert process.returncode == 0, err[-2000:]
+  assert workdir_lib.lock_holder(str(workdir)) is None
+  assert_same_run(workdir, fault_reference)
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('tiny')
+  train.train_and_evaluate(tiny_digits(), str(workdir))
+  return workdir
+
+
+def _largest_file(folder) -> str:
+  files = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'bit_flipped'])
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_run, tmp_path, damage,
+                                                                    capsys):
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  os.remove(workdir / 'summary.json')   # As if killed after its last checkpoint.
+  path = _largest_file(workdir / 'checkpoints' / '6' / 'state')
+  with open(path, 'rb') as f:
+    content = bytearray(f.read())
+  if damage == 'truncated':
+    content = content[:len(content) // 2]
+  else:
+    content[len(content) // 2] ^= 0x10
+  with open(path, 'wb') as f:
+    f.write(content)
+  train.train_and_evaluate(tiny_digits(), str(workdir))
+  out = capsys.readouterr().out
+  assert 'checkpoint at step 6' in out and 'corrupt' in out
+  assert 'from the checkpoint at step 3' in out
+  assert os.listdir(workdir / 'checkpoints.corrupt') == ['6']
+  assert_same_run(workdir, tiny_run)
+
+
+def test_broken_files_of_a_killed_run_do_not_block_its_rerun(tiny_run, tmp_path):
+  """An empty config.json (a kill during an old non-atomic write) with nothing else, and a
+  partial last line of metrics.jsonl."""
+  fresh = tmp_path / 'fresh'
+  fresh.mkdir()
+  (fresh / 'config.json').write_text('')
+  train.train_and_evaluate(tiny_digits(), str(fresh))
+  assert_same_run(fresh, tiny_run)
+  partial = tmp_path / 'partial'
+  shutil.copytree(tiny_run, partial)
+  os.remove(partial / 'summary.json')
+  shutil.rmtree(partial / 'checkpoints' / '6')
+  with open(partial / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 7, "source/tr')
+  train.train_and_evaluate(tiny_digits(), str(partial))
+  assert_same_run(partial, tiny_run)
+  assert _tensorboard_steps(partial) == _tensorboard_steps(tiny_run)
+
+
+def test_resuming_on_another_device_count_needs_asking(tiny_run, tmp_path, eight_devices):
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  os.remove(workdir / 'summary.json')
+  shutil.rmtree(workdir / 'checkpoints' / '6')
+  one = Mesh(np.asarray(eight_devices[:1]), ('data',))
+  with pytest.raises(UserError, match='trained on 8 devices.*allow_device_change=True'):
+    train.train_and_evaluate(tiny_digits(), str(workdir), mesh=one)
+  summary = train.train_and_evaluate(tiny_digits(allow_device_change=True), str(workdir),
+                                     mesh=one)
+  assert summary['steps'] == 6 and summary['device_count'] == 1
+
+
+ITERATION_SCHEDULES = {'optimizer.schedule': 'inverse', 'method.grl_schedule': 'warm_start',
+                       'log_every_steps': 2, 'eval_every_steps': 3, 'checkpoint_every_steps': 3}
+
+
+def test_a_finished_run_continues_to_more_steps_equal_to_a_longer_run(tmp_path):
+  continued, longer = tmp_path / 'continued', tmp_path / 'longer'
+  train.train_and_evaluate(tiny_digits(total_steps=6, **ITERATION_SCHEDULES), str(continued))
+  summary = train.train_and_evaluate(tiny_digits(total_steps=12, **ITERATION_SCHEDULES),
+                                     str(continued))
+  assert summary['steps'] == 12
+  with open(continued / 'config.json') as f:
+    assert json.load(f)['total_steps'] == 12
+  train.train_and_evaluate(tiny_digits(total_steps=12, **ITERATION_SCHEDULES), str(longer))
+  assert_same_run(continued, longer)
+
+
+@pytest.mark.parametrize('schedule, field', [
+    ({'optimizer.schedule': 'dann_annealing'}, 'optimizer.schedule'),
+    ({'optimizer.schedule': 'cosine'}, 'optimizer.schedule'),
+    ({'method.grl_schedule': 'dann'}, 'method.grl_schedule'),
+    ({'method.trade_off_schedule': 'linear'}, 'method.trade_off_schedule'),
+])
+def test_continuing_a_run_whose_schedules_depend_on_the_total_is_refused(tiny_run, tmp_path,
+                                                                         schedule, field, capsys):
+  config = {**ITERATION_SCHEDULES, **schedule}
+  workdir = tmp_path / 'run'
+  os.makedirs(workdir)
+  workdir_lib.write_config(tiny_digits(**config), str(workdir))
+  with pytest.raises(UserError, match=f'cannot be continued to 12: {field}'):
+    train.train_and_evaluate(tiny_digits(total_steps=12, **config), str(workdir))
+  argv = [f'--config={ROOT}/configs/digits.py:tiny', f'--workdir={workdir}',
+          '--config.compilation_cache_dir=', f'--config.data.data_dir={TFDS_DIR}',
+          '--config.total_steps=12', *[f'--config.{k}={v}' for k, v in config.items()]]
+  assert main_lib.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and field in err[0] and 'new --workdir' in err[0]
