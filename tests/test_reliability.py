@@ -274,3 +274,33 @@ def test_continuing_a_run_whose_schedules_depend_on_the_total_is_refused(tiny_ru
   assert main_lib.main(argv) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and field in err[0] and 'new --workdir' in err[0]
+
+
+def test_two_sweep_workers_never_hold_one_lock(tmp_path):
+  """Two processes race for the locks of 100 workdirs, half of them left by a dead holder."""
+  root = tmp_path / 'runs'
+  for i in range(0, 100, 2):
+    os.makedirs(root / str(i))
+    (root / str(i) / '.lock').write_text('{"pid": 999999, "host": "gone"}')
+  script = ('import sys; from transfer_jax import sweep_worker\n'
+            f'held = [i for i in range(100) if sweep_worker.acquire("{root}/" + str(i))]\n'
+            'print(" ".join(map(str, held)), flush=True); sys.stdin.read()')
+  workers = [subprocess.Popen([sys.executable, '-c', script], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+  held = [set(map(int, w.stdout.readline().split())) for w in workers]
+  for w in workers:   # Both still hold their locks while the other's are compared.
+    w.communicate('')
+  assert not held[0] & held[1] and held[0] | held[1] == set(range(100))
+
+
+def test_a_folder_domain_edited_after_it_was_prepared_is_prepared_again(tmp_path):
+  from PIL import Image
+
+  from transfer_jax.data.builders.images import folder_config
+  for name in ('a', 'b'):
+    os.makedirs(tmp_path / 'root' / 'site' / name)
+    Image.new('RGB', (4, 4)).save(tmp_path / 'root' / 'site' / name / '0.png')
+  before = folder_config(str(tmp_path / 'root'), 'site').name
+  assert folder_config(str(tmp_path / 'root'), 'site').name == before   # Same content.
+  Image.new('RGB', (4, 4), 'red').save(tmp_path / 'root' / 'site' / 'a' / '1.png')
+  assert folder_config(str(tmp_path / 'root'), 'site').name != before
