@@ -22,6 +22,12 @@ Every fact is read from TLlib's source (thuml/Transfer-Learning-Library, read fo
             reports the best epoch: the `target_test` rule of the report, optimistic.
   source-only  source_only.py: `Classifier` without a bottleneck (head Linear 500 -> 10),
             weight decay 5e-4, lr_gamma 3e-4 (its defaults; source_only.sh overrides neither).
+  bsp       bsp.py: DANN's network, optimizer and loss plus `--trade-off-bsp` times the BSP
+            penalty; bsp.sh '# Digits': `--trade-off-bsp 0.0001`, lr 0.01 / 0.1 as DANN;
+            tllib/alignment/bsp.py BatchSpectralPenalizationLoss: s_s[0]^2 + s_t[0]^2 (k = 1).
+            Not reproduced: bsp.py first pretrains on source (`--pretrain-epochs 3` of 2500
+            iterations at `--pretrain-lr 0.001`, its defaults) and starts DANN+BSP from that;
+            here BSP starts from scratch like DANN.
 
 Differences from TLlib: 10 % of the source training data is held out as source validation and
 10 % of the target training data as the labelled oracle split (the selection rules need them);
@@ -45,6 +51,9 @@ METHOD_SETTINGS = {
     # dan.py: MultipleKernelMaximumMeanDiscrepancy(GaussianKernel(alpha=2**k), k = -3..1,
     # linear=not args.non_linear): the linear-time estimator by default.
     'dan': {'method.mmd_linear': True},
+    # bsp.py + bsp.sh '# Digits': DANN's network and recipe, `--trade-off-bsp 0.0001`;
+    # tllib/alignment/bsp.py: k = 1 (the largest singular value of each domain).
+    'bsp': {'method.bsp_weight': 1e-4, 'method.bsp_k': 1},
     # mdd.py + tllib/alignment/mdd.py ImageClassifier: bottleneck 1024 (BatchNorm, ReLU), head
     # and adversarial head Linear 1024 -> ReLU -> Dropout 0.5 -> Linear 10, margin 4, the GRL
     # warm start to 0.1 (config_lib.METHOD_DEFAULTS); lr 0.01 both ways (mdd.sh), lr_gamma 2e-4,

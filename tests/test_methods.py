@@ -128,6 +128,18 @@ def test_mdd_by_hand():
   np.testing.assert_allclose(metrics['mdd/source_disparity'], source, rtol=1e-5)
 
 
+def test_bsp_is_dann_plus_the_squared_top_singular_values_of_each_domain():
+  # Source rows [[3, 0], [0, 1]] have singular values (3, 1); target rows [[0, 2], [1, 0]] (2, 1).
+  features = jnp.asarray([[3.0, 0.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+  batch = {'source': {'label': jnp.zeros(2, jnp.int32)}, 'target': {}}
+  constant = lambda f: jnp.zeros(f.shape[0])  # noqa: E731 (p = 1/2: DANN's loss is log 2)
+  for k, penalty in ((1, 9.0 + 4.0), (2, 9.0 + 1.0 + 4.0 + 1.0)):
+    config = _config(bsp_weight=0.1, bsp_k=k)
+    loss, metrics = methods.bsp({'features': features}, batch, _ctx(config, discriminate=constant))
+    np.testing.assert_allclose(metrics['bsp/penalty'], penalty, rtol=1e-6)
+    np.testing.assert_allclose(loss, np.log(2) + 0.1 * penalty, rtol=1e-6)
+
+
 def test_afn_pushes_every_feature_norm_up_by_delta_r():
   features = jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32)
   batch = {'source': {'label': jnp.zeros(2, jnp.int32)}, 'target': {}}
@@ -180,7 +192,9 @@ def test_residual_fusion_module_starts_as_the_identity():
 # -- every transfer term sends a non-zero, correctly signed gradient into the extractor --------
 
 ADVERSARIAL = ('dann', 'cdan', 'cdan_e', 'mdd')
-TERMS = [name for name in methods.METHODS if name != 'source_only']
+# Multi-phase methods (MCD, ADDA) have tests of their own (tests/test_methods_phases.py).
+TERMS = [name for name, method in methods.METHODS.items()
+         if name != 'source_only' and not method.phases]
 
 
 def _harness(name, coeff=0.5):
@@ -229,7 +243,7 @@ def test_every_term_sends_a_nonzero_gradient_into_the_feature_extractor(name):
   assert float(jnp.abs(grad).max()) > 1e-4, f'{name}: no gradient reaches the extractor'
 
 
-@pytest.mark.parametrize('name', [n for n in TERMS if n not in ADVERSARIAL and n != 'afn'])
+@pytest.mark.parametrize('name', [n for n in TERMS if n not in ADVERSARIAL + ('afn', 'bsp')])
 def test_alignment_terms_decrease_along_their_extractor_gradient(name):
   extractor, term, *_ = _harness(name)
   value, grad = jax.value_and_grad(lambda e: term(e)[0])(extractor)
@@ -266,3 +280,18 @@ def test_dann_discriminator_with_a_constant_output_is_caught():
   heads['discriminator'] = jnp.zeros_like(heads['discriminator'])
   grad = jax.grad(lambda e: term(e)[0])(extractor)
   assert float(jnp.abs(grad).max()) == 0.0
+
+
+def test_bsp_extractor_gradient_is_dann_s_plus_one_that_shrinks_the_top_singular_values():
+  extractor, bsp_term, _, inputs, n = _harness('bsp')
+  _, dann_term, *_ = _harness('dann')
+  difference = (jax.grad(lambda e: bsp_term(e)[0])(extractor)
+                - jax.grad(lambda e: dann_term(e)[0])(extractor))
+  assert float(jnp.abs(difference).max()) > 1e-6
+
+  def top_singular_values(e):  # NumPy's SVD, independent of the term's.
+    features = np.tanh(np.asarray(inputs) @ np.asarray(e))
+    return sum(np.linalg.svd(rows, compute_uv=False)[0] ** 2 for rows in (features[:n],
+                                                                           features[n:]))
+  stepped = extractor - 1e-2 * difference / jnp.linalg.norm(difference)
+  assert top_singular_values(stepped) < top_singular_values(extractor)

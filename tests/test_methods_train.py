@@ -11,7 +11,8 @@ import pytest
 from jax.sharding import Mesh
 from test_train import assert_same_training
 
-from conftest import tiny_digits
+from conftest import ROOT, TFDS_DIR, tiny_digits
+from transfer_jax import config_lib
 from transfer_jax.objectives import METHODS
 from transfer_jax.training import train
 from transfer_jax.training.checkpoint import load_params
@@ -72,3 +73,25 @@ def test_global_batch_statistics_agree_on_one_and_eight_devices(name, tmp_path, 
   train.train_and_evaluate(tiny_digits(f'method={name}'), one,
                            mesh=Mesh(np.asarray(eight_devices[:1]), ('data',)))
   assert_same_training(one, eight, atol=1e-5)
+
+
+SHARED_DATA = os.path.join(ROOT, '..', 'shared', 'datasets')
+
+
+def tllib_tiny(arg: str, **overrides):
+  """configs/mnist_usps_tllib.py in tiny mode (TLlib's digits LeNet) on the real MNIST/USPS."""
+  if not os.path.isdir(SHARED_DATA):
+    pytest.skip(f'needs the real data in {SHARED_DATA}')
+  overrides = {'compilation_cache_dir': '', 'data.data_dir': TFDS_DIR,
+               'data.manual_dir': SHARED_DATA, **overrides}
+  spec = os.path.join(ROOT, 'configs', 'mnist_usps_tllib.py') + ':tiny,' + arg
+  return config_lib.load_config(spec, [f'{k}={v}' for k, v in overrides.items()])
+
+
+@pytest.mark.parametrize('name', ['bsp'])
+def test_tllib_methods_run_from_the_tllib_config_in_tiny_mode(name, tmp_path):
+  summary = train.train_and_evaluate(tllib_tiny(f'method={name}'), str(tmp_path))
+  assert summary['steps'] == 6
+  first = _records(str(tmp_path))[0]
+  assert all(np.isfinite(value) for key, value in first.items() if key.startswith(f'{name}/'))
+  assert 0.0 <= summary['final']['target/test/accuracy'] <= 1.0

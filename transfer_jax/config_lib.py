@@ -61,6 +61,8 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.method.shot_beta = 0.3       # shot: weight of the pseudo-label cross-entropy.
   config.method.shot_refresh_every = 0  # shot: steps between re-clusterings (0: a target epoch).
   config.method.fixmatch_threshold = 0.95  # fixmatch: confidence for a pseudo-label.
+  config.method.bsp_weight = 2e-4    # bsp: weight of the spectral penalty (TLlib's default).
+  config.method.bsp_k = 1             # bsp: the k largest singular values penalised, per domain.
 
   # The objective: source_weight * L_S + target_weight * ramp(p) * L_T + transfer + regularizer.
   config.objective = ml_collections.ConfigDict()

@@ -109,6 +109,22 @@ def dann(outputs, batch, ctx):
   return ctx.trade_off * loss, metrics
 
 
+def bsp(outputs, batch, ctx):
+  """Batch spectral penalization on top of DANN (BSP; Chen et al., ICML 2019).
+
+  DANN's domain-adversarial term plus `bsp_weight` times the sum of the squares of the `bsp_k`
+  largest singular values of the source feature matrix and of the target feature matrix: the
+  few dominant directions that adversarial alignment inflates are shrunk, so the other
+  (discriminative) directions keep their weight. The penalty is not scaled by `trade_off`.
+  """
+  loss, metrics = dann(outputs, batch, ctx)
+  n, k = _num_source(batch), ctx.config.bsp_k
+  features = outputs['features']
+  penalty = sum(jnp.sum(jnp.linalg.svd(rows, compute_uv=False)[:k] ** 2)
+                for rows in (features[:n], features[n:]))
+  return loss + ctx.config.bsp_weight * penalty, {**metrics, 'bsp/penalty': penalty}
+
+
 def cdan_input(outputs: dict[str, Any], config: ml_collections.ConfigDict) -> Array:
   """CDAN's discriminator input: features (x) softmax(logits), the prediction detached."""
   probs = jax.nn.softmax(jax.lax.stop_gradient(outputs['logits']))
@@ -311,6 +327,16 @@ def residual_fusion(outputs, batch, ctx):
 
 
 @dataclasses.dataclass(frozen=True)
+class Phase:
+  """One update of a multi-phase method (MCD, ADDA): its own forward pass and `loss`, a term like
+  the others, after which only the parameter groups in `steps` move."""
+  loss: Callable[..., tuple[Array, Metrics]]
+  steps: tuple[str, ...]       # Names of Method.param_groups this phase updates.
+  task_loss: bool = True       # The step's supervised losses (source CE, regularizer) join in.
+  repeat: str = ''             # A config.method field: how many times in a row it runs (else 1).
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
   loss: Callable[..., tuple[Array, Metrics]]
   uses_target: bool = True     # Draws unlabelled target batches.
@@ -319,12 +345,17 @@ class Method:
   # What the domain discriminator reads (default: the features), for initialisation too.
   discriminator_input: Callable[[dict, ml_collections.ConfigDict], Array] | None = None
   needs_centroids: bool = False  # The loop re-clusters target features (SHOT).
+  # Several updates per step, in order, each of some parameter groups (the model's top-level
+  # modules) with an optimizer state of its own; empty: one update of everything with `loss`.
+  phases: tuple[Phase, ...] = ()
+  param_groups: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 # config.method.name -> transfer term. The one table; add a line per method.
 METHODS: dict[str, Method] = {
     'source_only': Method(source_only, uses_target=False),
     'dann': Method(dann, heads=('discriminator',)),
+    'bsp': Method(bsp, heads=('discriminator',)),
     'cdan': Method(cdan, heads=('discriminator',), discriminator_input=cdan_input),
     'cdan_e': Method(functools.partial(cdan, entropy_conditioning=True), heads=('discriminator',),
                      discriminator_input=cdan_input),
