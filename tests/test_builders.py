@@ -212,7 +212,7 @@ def test_image_folder_resizes_sorts_classes_and_shares_them_across_domains(manua
   assert counts == {'amazon': [2, 3, 1], 'dslr': [3, 4, 2]}
   builder = builders.make_builder('office31/dslr', str(tmp_path), manual_dir, image_size=32)
   assert builder.info.features['label'].names == ['cat', 'dog', 'owl']
-  assert re.fullmatch(r'office31_[0-9a-f]{8}_dslr_32px', builder.builder_config.name)
+  assert re.fullmatch(r'office31_[0-9a-f]{8}_dslr_[0-9a-f]{8}_32px', builder.builder_config.name)
 
 
 
