@@ -7,7 +7,9 @@ of B examples, its own contiguous block of B / P rows (process p of P), which is
 on P processes sees exactly the batches a single process sees.
 """
 
+import concurrent.futures
 import functools
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,10 +89,12 @@ class IndexOrder:
   """The example indices of `train_iterator`'s batches (same arguments, same order), without
   reading the examples: for runs that gather their batches themselves (`gather_batches`).
 
-  grain computes a shuffled index per example and call (~25-100 us each on small splits, more
-  than a small model's step): an epoch of batches is computed at once, in one call down grain's
-  chain, and then handed out. `get_state()` / `set_state()` exchange states with
-  `train_iterator`'s iterators (the number of batches handed out).
+  grain computes a shuffled index per example and call, ~25-100 us each on splits of 300-1000
+  examples (its permutation walks a domain of fixed size), more than a small model's step. An
+  epoch of batches is computed in one call down grain's chain, and the next epoch's in a
+  background thread while this one is handed out (grain's index shuffle releases the GIL).
+  `get_state()` / `set_state()` exchange states with `train_iterator`'s iterators (the number
+  of batches handed out).
   """
 
   def __init__(self, size: int, global_batch_size: int, seed: int, stream: int = 0,
@@ -101,17 +105,26 @@ class IndexOrder:
     self._chunk = -(-size // global_batch_size)   # Batches computed at once: about an epoch.
     self._next = 0                                # Batches handed out.
     self._cached_from, self._cached = 0, np.empty((0, self._local), np.int64)
+    self._ahead: tuple[int, concurrent.futures.Future] | None = None  # (first batch, chunk).
 
   def next_indices(self) -> np.ndarray:
     """The local batch's example indices, (local batch,) int64."""
     offset = self._next - self._cached_from
     if not 0 <= offset < len(self._cached):
-      first = self._next * self._local
-      rows = self._dataset._getitems(range(first, first + self._chunk * self._local))  # noqa: SLF001
+      if self._ahead is not None and self._ahead[0] == self._next:
+        self._cached = self._ahead[1].result()
+      else:
+        self._cached = self._batches_from(self._next)
       self._cached_from, offset = self._next, 0
-      self._cached = np.asarray(rows, np.int64).reshape(self._chunk, self._local)
+      following = self._next + self._chunk
+      self._ahead = (following, _prefetcher().submit(self._batches_from, following))
     self._next += 1
     return self._cached[offset]
+
+  def _batches_from(self, first_batch: int) -> np.ndarray:
+    first = first_batch * self._local
+    rows = self._dataset._getitems(range(first, first + self._chunk * self._local))  # noqa: SLF001
+    return np.asarray(rows, np.int64).reshape(self._chunk, self._local)
 
   def get_state(self) -> dict[str, int]:
     return {'next_index': self._next}
@@ -121,6 +134,13 @@ class IndexOrder:
       raise UserError(f'cannot restore a data order from the iterator state {state}: it was '
                       'saved by another version of grain or of this code')
     self._next = int(state['next_index'])
+
+
+@functools.cache
+def _prefetcher() -> concurrent.futures.ThreadPoolExecutor:
+  """The threads that compute IndexOrders' next epochs."""
+  return concurrent.futures.ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1),
+                                               thread_name_prefix='index_order')
 
 
 def in_memory(source: Any) -> bool:
