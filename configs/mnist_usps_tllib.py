@@ -28,6 +28,26 @@ Every fact is read from TLlib's source (thuml/Transfer-Learning-Library, read fo
             Not reproduced: bsp.py first pretrains on source (`--pretrain-epochs 3` of 2500
             iterations at `--pretrain-lr 0.001`, its defaults) and starts DANN+BSP from that;
             here BSP starts from scratch like DANN.
+  mcd       mcd.py + tllib/alignment/mcd.py (METHOD_SETTINGS['mcd']): G the LeNet without
+            bottleneck, two heads F1, F2 (Dropout, Linear 1024, BatchNorm, ReLU, twice, Linear
+            10); per iteration step A (G, F1, F2: both source cross-entropies + 0.03 x TLlib's
+            class-balance 'entropy' on target), step B (F1, F2 only: the same minus 0.3 x the
+            discrepancy mean |p1 - p2| on target), step C x 4 (G only: 0.3 x the discrepancy);
+            optimizer_g SGD without momentum, optimizer_f SGD momentum 0.9, both weight decay
+            5e-4, constant lr 0.01 / 0.1 (mcd.sh). We report F1's accuracy (TLlib reports the
+            better of F1 and F2); F2's BatchNorm running statistics are not kept.
+  adda      the paper's ADDA (Tzeng et al. 2017), not TLlib's: adda.py (its issues #172, #179)
+            pretrains on source, copies the network for the target and trains it with DANN's
+            loss through a gradient reversal layer (WarmStartGradientReverseLayer hi=2), one
+            optimizer for target network and discriminator. Ours: the source model comes from a
+            separate source-only run with adda.py's pretraining defaults (DANN's network with
+            bottleneck 256, `--pretrain-epochs 3` of 2500 iterations at `--pretrain-lr 0.001`,
+            lr_gamma 3e-4; experiments/t1_mnist_usps_tllib.py ADDA_PRETRAIN) loaded with
+            --config.init_from.path; per iteration the discriminator steps, then the target
+            encoder steps on the inverted-label GAN loss; source model and classifier frozen.
+            Settings from adda.py / adda.sh: lr 0.01 / 0.1, lr_gamma 3e-4, weight decay 1e-3.
+            The target encoder's BatchNorm sees source and target rows in one batch (the one
+            forward pass of the step), as DANN's does.
 
 Differences from TLlib: 10 % of the source training data is held out as source validation and
 10 % of the target training data as the labelled oracle split (the selection rules need them);
@@ -54,6 +74,23 @@ METHOD_SETTINGS = {
     # bsp.py + bsp.sh '# Digits': DANN's network and recipe, `--trade-off-bsp 0.0001`;
     # tllib/alignment/bsp.py: k = 1 (the largest singular value of each domain).
     'bsp': {'method.bsp_weight': 1e-4, 'method.bsp_k': 1},
+    # mcd.py: G = the LeNet without bottleneck (500-d); F1, F2 = tllib/alignment/mcd.py
+    # ImageClassifierHead(bottleneck_dim=1024, the default): Dropout 0.5 -> Linear 1024 ->
+    # BatchNorm -> ReLU -> Dropout 0.5 -> Linear 1024 -> BatchNorm -> ReLU -> Linear 10;
+    # optimizer_g SGD(lr, weight_decay 5e-4) without momentum, optimizer_f SGD(lr, momentum 0.9,
+    # weight_decay 5e-4), no scheduler ('the learning rate is fixed according to origin paper');
+    # mcd.sh '# Digits': `--trade-off 0.3 --trade-off-entropy 0.03`, lr 0.01 / 0.1, num_k 4 (its
+    # default).
+    'mcd': {'model.bottleneck_dim': 0, 'model.classifier_hidden': (1024, 1024),
+            'model.dropout': 0.5, 'model.classifier_batch_norm': True,
+            'model.classifier_dropout_before': True, 'optimizer.schedule': 'constant',
+            'optimizer.nesterov': False, 'optimizer.momentum': 0.9,
+            'optimizer.weight_decay': 5e-4, 'method.group_momentum': (('generator', 0.0),),
+            'method.trade_off': 0.3, 'method.mcd_entropy_weight': 0.03, 'method.mcd_num_k': 4},
+    # adda.py: DANN's network (bottleneck 256, discriminator 1024-1024), lr_gamma 3e-4 and
+    # weight decay 1e-3 (its defaults), lr 0.01 / 0.1 (adda.sh '# Digits'). The source model
+    # comes from a pretraining run (through init_from.path; see the docstring).
+    'adda': {'optimizer.inverse_gamma': 3e-4},
     # mdd.py + tllib/alignment/mdd.py ImageClassifier: bottleneck 1024 (BatchNorm, ReLU), head
     # and adversarial head Linear 1024 -> ReLU -> Dropout 0.5 -> Linear 10, margin 4, the GRL
     # warm start to 0.1 (config_lib.METHOD_DEFAULTS); lr 0.01 both ways (mdd.sh), lr_gamma 2e-4,
@@ -105,4 +142,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.lenet_dense = (32,)
     config.model.bottleneck_dim = 16 if config.model.bottleneck_dim else 0
     config.model.discriminator_hidden = (16, 16)
+    config.model.classifier_hidden = tuple(16 for _ in config.model.classifier_hidden)
   return config

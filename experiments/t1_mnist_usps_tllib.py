@@ -46,8 +46,39 @@ def _row_runs(row, seeds):
                  evaluations=STEPS // 500)
 
 
+# Rows added after the first sweep started (its runs keep their names and overrides): the
+# methods that need a multi-phase step (mcd), BSP, and ADDA with its source pretraining per task.
+NEW_ROWS = ('bsp', 'mcd', 'adda')
+# ADDA's source pretraining (TLlib adda.py, its defaults): the DANN network (bottleneck 256)
+# trained on source alone, `--pretrain-epochs 3` of 2500 iterations at `--pretrain-lr 0.001`,
+# lr_gamma 3e-4, weight decay 1e-3: overrides of `:method=source_only`.
+ADDA_PRETRAIN = {'model.bottleneck_dim': 256, 'optimizer.learning_rate': 0.001,
+                 'optimizer.weight_decay': 1e-3, 'optimizer.inverse_gamma': 3e-4,
+                 'total_steps': 7500}
+
+
+def _pretrain_name(task):
+  return 'adda_pretrain_' + ('u2m' if TASKS[task] else 'm2u')
+
+
+def _adda_runs(seeds):
+  """ADDA loads its task's source-only pretraining run (ADDA_PRETRAIN of the config)."""
+  for run in da_runs(TASKS, {'adda': {'method': 'adda', **CADENCE}}, seeds=seeds, steps=STEPS,
+                     evaluations=STEPS // 500):
+    pretrain = _pretrain_name(run['labels']['task'])
+    yield {**run, 'needs': [pretrain],
+           'overrides': {**run['overrides'], 'init_from.path': '{sweep_workdir}/' + pretrain}}
+
+
 def runs():
   for row in ROWS:             # Every row at seed 0 first, then the seeded rows' other seeds.
     yield from _row_runs(row, (0,))
   for row in SEEDED_ROWS:
     yield from _row_runs(row, (1, 2))
+  for task, arg in TASKS.items():   # ADDA's source models (no table row of their own).
+    yield {'name': _pretrain_name(task), 'config': CONFIG,
+           'arg': ','.join(filter(None, [arg, 'method=source_only'])),
+           'overrides': {'data.manual_dir': '../shared/datasets', **ADDA_PRETRAIN,
+                         'checkpoint_every_steps': ADDA_PRETRAIN['total_steps']}}
+  for row in NEW_ROWS:
+    yield from (_adda_runs((0,)) if row == 'adda' else _row_runs(row, (0,)))

@@ -18,7 +18,7 @@ from transfer_jax.training import train
 from transfer_jax.training.checkpoint import load_params
 
 # dann and source_only are covered by tests/test_train.py; shot needs a source model (below).
-TRAINED_HERE = [name for name in METHODS if name not in ('dann', 'source_only', 'shot')]
+TRAINED_HERE = [name for name in METHODS if name not in ('dann', 'source_only', 'shot', 'adda')]
 
 
 def _records(workdir):
@@ -88,10 +88,31 @@ def tllib_tiny(arg: str, **overrides):
   return config_lib.load_config(spec, [f'{k}={v}' for k, v in overrides.items()])
 
 
-@pytest.mark.parametrize('name', ['bsp'])
+@pytest.mark.parametrize('name', ['bsp', 'mcd'])
 def test_tllib_methods_run_from_the_tllib_config_in_tiny_mode(name, tmp_path):
   summary = train.train_and_evaluate(tllib_tiny(f'method={name}'), str(tmp_path))
   assert summary['steps'] == 6
   first = _records(str(tmp_path))[0]
   assert all(np.isfinite(value) for key, value in first.items() if key.startswith(f'{name}/'))
   assert 0.0 <= summary['final']['target/test/accuracy'] <= 1.0
+
+
+def test_adda_adapts_a_target_encoder_from_a_source_model_with_a_fixed_classifier(tmp_path):
+  """The paper's ADDA through configs/mnist_usps_tllib.py: a source-only run with the same
+  network, then ADDA from it: the classifier never moves, the target encoder does."""
+  pretrain = str(tmp_path / 'pretrain')
+  train.train_and_evaluate(tllib_tiny('method=source_only', **{'model.bottleneck_dim': 16}),
+                           pretrain)
+  config = tllib_tiny('method=adda', **{'init_from.path': pretrain})
+  assert config.init_from.required and config.objective.source_weight == 0.0
+  summary = train.train_and_evaluate(config, str(tmp_path / 'adda'))
+  assert summary['steps'] == 6
+  records = _records(str(tmp_path / 'adda'))
+  assert 'source/train/loss' not in records[0]
+  assert all(np.isfinite(records[0][key]) for key in ('adda/domain_loss', 'adda/mapping_loss'))
+  before, after = load_params(pretrain), load_params(str(tmp_path / 'adda'))
+  jax.tree.map(np.testing.assert_array_equal, before['classifier'], after['classifier'])
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(before['backbone']), jax.tree.leaves(after['backbone']), strict=True))
+  with pytest.raises(ValueError, match='init_from'):
+    train.train_and_evaluate(tllib_tiny('method=adda'), str(tmp_path / 'no_source'))

@@ -63,6 +63,11 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.method.fixmatch_threshold = 0.95  # fixmatch: confidence for a pseudo-label.
   config.method.bsp_weight = 2e-4    # bsp: weight of the spectral penalty (TLlib's default).
   config.method.bsp_k = 1             # bsp: the k largest singular values penalised, per domain.
+  config.method.mcd_entropy_weight = 0.01  # mcd: weight of TLlib's class-balance term.
+  config.method.mcd_num_k = 4         # mcd: generator updates (step C) per iteration.
+  # Multi-phase methods (mcd, adda): (('GROUP', momentum), ...) replaces optimizer.momentum for a
+  # parameter group of the method (objectives.methods.Method.param_groups).
+  config.method.group_momentum = ()
 
   # The objective: source_weight * L_S + target_weight * ramp(p) * L_T + transfer + regularizer.
   config.objective = ml_collections.ConfigDict()
@@ -162,6 +167,11 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # source batch is drawn.
     'shot': {'objective.source_weight': 0.0, 'init_from.required': True,
              'optimizer.freeze': 'classifier/.*'},
+    # The paper's ADDA: the source model (encoder + classifier) comes from a source-only run
+    # through init_from; the discriminator starts fresh; no source cross-entropy (the classifier
+    # is in no parameter group of the method: it never moves).
+    'adda': {'objective.source_weight': 0.0, 'init_from.required': True,
+             'init_from.load': '(params|batch_stats)/(backbone|classifier)/.*'},
 }
 
 
@@ -187,11 +197,16 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       bottleneck_batch_norm=True,
       fusion_hidden=(256,),        # residual_fusion: hidden widths of the residual module.
       dropout=0.0,                 # Dropout in the classifier's hidden layers.
+      classifier_batch_norm=False,  # BatchNorm after each hidden Dense of the classifier.
+      classifier_dropout_before=False,  # Dropout before each hidden Dense, not after (TLlib MCD).
       # BatchNorm statistics: 'train' (updated on training batches), 'frozen' (the transferred
       # statistics are kept and used while training), 'adabn' (training as 'train'; target
       # evaluation re-estimates them on unlabelled target batches, AdaBN).
       batch_norm='train',
       adabn_batches=50,            # Target batches for AdaBN's re-estimation.
+      # Computation dtype of the backbone (LeNets, ResNets, VGG): 'float32', or 'bfloat16' (mixed
+      # precision: bfloat16 compute, float32 parameters, optimizer state and heads).
+      dtype='float32',
   ))
   model.update(overrides)
   return model

@@ -9,22 +9,26 @@ import jax.numpy as jnp
 class MLP(nn.Module):
   """Dense (-> BatchNorm) -> ReLU stack ending in a linear layer of `out_dim` units (no final
   activation). `batch_norm`: torch's BatchNorm1d after each hidden Dense (TLlib's domain
-  discriminator)."""
+  discriminator). `dropout_before`: dropout on the input of each hidden Dense instead of after
+  its ReLU (TLlib's MCD head: Dropout -> Dense -> BatchNorm -> ReLU, twice, -> Dense)."""
 
   hidden: Sequence[int]
   out_dim: int
   dropout: float = 0.0
   batch_norm: bool = False
+  dropout_before: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     for i, width in enumerate(self.hidden):
+      if self.dropout and self.dropout_before:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.Dense(width, name=f'dense{i}')(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          name=f'bn{i}')(x)
       x = nn.relu(x)
-      if self.dropout:
+      if self.dropout and not self.dropout_before:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.out_dim, name='out')(x)
 

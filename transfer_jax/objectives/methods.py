@@ -53,6 +53,8 @@ class StepContext:
   fuse: Callable[[Array], Array] = _missing('fusion module')      # features -> features.
   forward: Callable[[Array], dict] = _missing('forward pass')     # inputs -> outputs (train).
   anchors: dict = dataclasses.field(default_factory=dict)         # e.g. SHOT's centroids.
+  # inputs -> outputs of the transferred model, frozen, in inference mode (ADDA's source model).
+  source_model: Callable[[Array], dict] = _missing('source model (init_from)')
 
 
 def _num_source(batch: dict[str, Any]) -> int:
@@ -326,6 +328,73 @@ def residual_fusion(outputs, batch, ctx):
   return fused_loss + ctx.trade_off * mmd, {'fusion/source_loss': fused_loss, 'fusion/mmd': mmd}
 
 
+def mcd_discrepancy(probs_1: Array, probs_2: Array) -> Array:
+  """MCD's classifier discrepancy: mean |p1 - p2| over the batch and the classes."""
+  return jnp.mean(jnp.abs(probs_1 - probs_2))
+
+
+def mcd_class_balance(probs: Array) -> Array:
+  """TLlib's MCD 'entropy': -mean_k log(mean_i p_ik + 1e-6), small when every class is
+  predicted as often on the batch (not the per-example entropy)."""
+  return -jnp.mean(jnp.log(jnp.mean(probs, axis=0) + 1e-6))
+
+
+def _mcd_terms(outputs, batch, ctx):
+  """F2's source cross-entropy, the class-balance terms of both classifiers on target (times
+  `mcd_entropy_weight`) and their discrepancy on target; F1 is the model's classifier."""
+  n = _num_source(batch)
+  logits_2 = ctx.adversary(outputs['features'])
+  probs_1, probs_2 = jax.nn.softmax(outputs['logits'][n:]), jax.nn.softmax(logits_2[n:])
+  source_2 = cross_entropy(logits_2[:n], batch['source']['label'])
+  balance = mcd_class_balance(probs_1) + mcd_class_balance(probs_2)
+  return source_2, ctx.config.mcd_entropy_weight * balance, mcd_discrepancy(probs_1, probs_2)
+
+
+def mcd_fit(outputs, batch, ctx):
+  """MCD step A (Saito et al., CVPR 2018): G, F1 and F2 fit the source (F1's cross-entropy is
+  the step's source loss) plus the class-balance terms."""
+  source_2, balance, _ = _mcd_terms(outputs, batch, ctx)
+  return source_2 + balance, {'mcd/source_loss_f2': source_2, 'mcd/class_balance': balance}
+
+
+def mcd_maximize(outputs, batch, ctx):
+  """MCD step B: the classifiers fit the source and disagree on target (G does not move)."""
+  source_2, balance, discrepancy_t = _mcd_terms(outputs, batch, ctx)
+  return (source_2 + balance - ctx.trade_off * discrepancy_t,
+          {'mcd/discrepancy_maximized': discrepancy_t})
+
+
+def mcd_minimize(outputs, batch, ctx):
+  """MCD step C: the generator makes the classifiers agree on target (F1, F2 do not move)."""
+  _, _, discrepancy_t = _mcd_terms(outputs, batch, ctx)
+  return ctx.trade_off * discrepancy_t, {'mcd/discrepancy': discrepancy_t}
+
+
+def adda_discriminate(outputs, batch, ctx):
+  """ADDA's discriminator step (Tzeng et al., CVPR 2017): tell the frozen source model's source
+  features (label 0) from the target encoder's target features (label 1)."""
+  n = _num_source(batch)
+  source_features = ctx.source_model(batch['source']['input'])['features']
+  features = jnp.concatenate([source_features, jax.lax.stop_gradient(outputs['features'][n:])])
+  logits = ctx.discriminate(features)
+  labels = _domain_labels(source_features.shape[0], features.shape[0])
+  loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
+  accuracy = jnp.mean(((logits > 0) == (labels > 0.5)).astype(jnp.float32))
+  return loss, {'adda/domain_loss': loss, 'adda/domain_accuracy': accuracy}
+
+
+def adda_map(outputs, batch, ctx):
+  """ADDA's mapping step: the target encoder learns to make the discriminator call its target
+  features source (the GAN loss with inverted labels, not a reversed gradient)."""
+  n = _num_source(batch)
+  source_features = ctx.source_model(batch['source']['input'])['features']
+  # The discriminator sees both domains, as when it learns (its BatchNorm's batch statistics).
+  logits = ctx.discriminate(jnp.concatenate([source_features, outputs['features'][n:]]))
+  logits = logits[source_features.shape[0]:]
+  loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.zeros_like(logits)))
+  return loss, {'adda/mapping_loss': loss}
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
   """One update of a multi-phase method (MCD, ADDA): its own forward pass and `loss`, a term like
@@ -341,7 +410,9 @@ class Method:
   loss: Callable[..., tuple[Array, Metrics]]
   uses_target: bool = True     # Draws unlabelled target batches.
   uses_source: bool = True     # The term sees source rows (False: source-free).
-  heads: tuple[str, ...] = ()  # Extra model heads: 'discriminator', 'adversary', 'fusion'.
+  # Extra model heads: 'discriminator', 'adversary', 'classifier2' (an adversary built like the
+  # classifier), 'fusion'.
+  heads: tuple[str, ...] = ()
   # What the domain discriminator reads (default: the features), for initialisation too.
   discriminator_input: Callable[[dict, ml_collections.ConfigDict], Array] | None = None
   needs_centroids: bool = False  # The loop re-clusters target features (SHOT).
@@ -349,6 +420,35 @@ class Method:
   # modules) with an optimizer state of its own; empty: one update of everything with `loss`.
   phases: tuple[Phase, ...] = ()
   param_groups: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  # The transferred model (init_from) is kept frozen beside the trained one (ADDA's source
+  # encoder): `StepContext.source_model` runs it.
+  needs_source_model: bool = False
+
+
+# Maximum classifier discrepancy (MCD; Saito et al., CVPR 2018): a generator G (the backbone)
+# and two classifiers, F1 (the model's classifier, the one evaluated) and F2 (the 'adversary'
+# head, built like F1), updated in three steps every iteration: A (all fit the source), B (F1
+# and F2 maximize their discrepancy on target), C (`mcd_num_k` times: G minimizes it).
+MCD = Method(mcd_fit, heads=('classifier2',), param_groups={
+    'generator': ('backbone',), 'classifiers': ('classifier', 'adversary')}, phases=(
+        Phase(mcd_fit, ('generator', 'classifiers')),
+        Phase(mcd_maximize, ('classifiers',)),
+        Phase(mcd_minimize, ('generator',), task_loss=False, repeat='mcd_num_k')))
+
+
+# Adversarial discriminative domain adaptation (ADDA; Tzeng et al., CVPR 2017), the paper's
+# version: the source encoder and classifier come pretrained on source (init_from, a separate
+# run); the target encoder starts from the source encoder; per iteration the discriminator
+# steps on source-model source features against target-encoder target features, then the target
+# encoder steps on the inverted-label GAN loss; the source model and the classifier never move,
+# and the target is tested with target encoder + source classifier. TLlib's adda.py differs
+# (its issues #172 / #179): DANN's loss through a gradient reversal layer (warm start to 2),
+# one update of the target network and the discriminator together.
+ADDA = Method(adda_discriminate, needs_source_model=True, heads=('discriminator',),
+              param_groups={'discriminator': ('domain_discriminator',),
+                            'target_encoder': ('backbone',)},
+              phases=(Phase(adda_discriminate, ('discriminator',), task_loss=False),
+                      Phase(adda_map, ('target_encoder',), task_loss=False)))
 
 
 # config.method.name -> transfer term. The one table; add a line per method.
@@ -364,6 +464,8 @@ METHODS: dict[str, Method] = {
     'coral': Method(coral),
     'mcc': Method(mcc),
     'mdd': Method(mdd, heads=('adversary',)),
+    'mcd': MCD,
+    'adda': ADDA,
     'afn': Method(afn),
     'shot': Method(shot, uses_source=False, needs_centroids=True),
     'fixmatch': Method(fixmatch),

@@ -21,21 +21,23 @@ from transfer_jax.transfer.params import compile_regex, param_names
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int,
-                           learning_rate: Any = None) -> optax.Schedule:
-  """The schedule of `cfg.schedule` from `learning_rate` (default: cfg.learning_rate)."""
+                           learning_rate: Any = None, name: str | None = None) -> optax.Schedule:
+  """The schedule `name` (default: cfg.schedule) from `learning_rate` (default:
+  cfg.learning_rate)."""
   base = cfg.learning_rate if learning_rate is None else learning_rate
-  if cfg.schedule == 'constant':
+  name = cfg.schedule if name is None else name
+  if name == 'constant':
     return optax.constant_schedule(base)
-  if cfg.schedule == 'dann_annealing':
+  if name == 'dann_annealing':
     return dann_annealing(base, total_steps, cfg.anneal_alpha, cfg.anneal_beta)
-  if cfg.schedule == 'inverse':
+  if name == 'inverse':
     return inverse_decay(base, cfg.inverse_gamma, cfg.inverse_power)
-  if cfg.schedule == 'cosine':
+  if name == 'cosine':
     return optax.cosine_decay_schedule(base, total_steps)
-  if cfg.schedule == 'step':
+  if name == 'step':
     boundaries = {int(b * total_steps): cfg.step_factor for b in cfg.step_boundaries}
     return optax.piecewise_constant_schedule(base, boundaries)
-  raise UserError(f"unknown config.optimizer.schedule={cfg.schedule!r}; choose one of "
+  raise UserError(f"unknown config.optimizer.schedule={name!r}; choose one of "
                   "['constant', 'cosine', 'dann_annealing', 'inverse', 'step']")
 
 
@@ -60,9 +62,10 @@ def frozen_until(step: int) -> optax.GradientTransformation:
 
 
 def _rule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule, weight_decay: Any,
-          decay: bool) -> optax.GradientTransformation:
+          decay: bool, momentum: float | None = None) -> optax.GradientTransformation:
   if cfg.name == 'sgd':
-    rule = optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
+    momentum = cfg.momentum if momentum is None else momentum
+    rule = optax.sgd(schedule, momentum=momentum or None, nesterov=cfg.nesterov)
   elif cfg.name == 'adam':
     rule = optax.adam(schedule)
   elif cfg.name == 'adamw':
@@ -107,18 +110,20 @@ def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict
 
 def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, params: Any,
                     learning_rate: Any = None, weight_decay: Any = None,
-                    decay: bool | None = None) -> tuple[optax.GradientTransformation,
-                                                        optax.Schedule]:
+                    decay: bool | None = None, schedule_name: str | None = None,
+                    momentum: float | None = None) -> tuple[optax.GradientTransformation,
+                                                            optax.Schedule]:
   """Returns the optimizer and its base learning-rate schedule (for logging).
 
   `learning_rate` / `weight_decay` replace the config's values and may be traced arrays: a
   vectorized step (transfer_jax.training.vectorized) builds its optimizer inside the step from
   each run's values. `decay`: whether weight decay is applied at all (default: the config's
-  weight_decay is non-zero); the optimizer state does not depend on either value."""
+  weight_decay is non-zero); the optimizer state does not depend on either value.
+  `schedule_name` / `momentum` replace cfg.schedule / cfg.momentum (a parameter group's)."""
   learning_rate = cfg.learning_rate if learning_rate is None else learning_rate
   weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
   decay = bool(cfg.weight_decay) if decay is None else decay
-  schedule = learning_rate_schedule(cfg, total_steps, learning_rate)
+  schedule = learning_rate_schedule(cfg, total_steps, learning_rate, schedule_name)
   labels, groups = group_labels(cfg, params)
   transforms = {}
   for label, group in groups.items():
@@ -126,9 +131,35 @@ def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, params: An
       transforms[label] = optax.set_to_zero()
       continue
     multiplier, start = group
-    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count), weight_decay, decay)
+    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count), weight_decay, decay,
+                 momentum)
     transforms[label] = (optax.chain(frozen_until(start), rule, frozen_until(start)) if start
                          else rule)
   if len(transforms) == 1 and 'frozen' not in transforms:
     return next(iter(transforms.values())), schedule
   return optax.multi_transform(transforms, labels), schedule
+
+
+def group_params(params: dict, modules: tuple[str, ...]) -> dict:
+  """The parameters of a method's parameter group: those of its top-level `modules`."""
+  return {name: params[name] for name in modules if name in params}
+
+
+def build_group_optimizers(cfg: ml_collections.ConfigDict, total_steps: int, params: dict,
+                           param_groups: dict[str, tuple[str, ...]],
+                           group_momentum: tuple = (), learning_rate: Any = None,
+                           weight_decay: Any = None, decay: bool | None = None
+                           ) -> dict[str, optax.GradientTransformation]:
+  """One optimizer per parameter group of a multi-phase method, each with a state of its own that
+  advances only when its group steps. `learning_rate` is the rate of this iteration (the
+  schedule is evaluated at the iteration by the caller, however often a group steps in it);
+  `group_momentum` (('GROUP', momentum), ...) replaces cfg.momentum for a group."""
+  momenta = dict(group_momentum)
+  unknown = set(momenta) - set(param_groups)
+  if unknown:
+    raise UserError(f'config.method.group_momentum names {sorted(unknown)}; this method\'s '
+                    f'parameter groups are {sorted(param_groups)}')
+  return {group: build_optimizer(cfg, total_steps, group_params(params, modules), learning_rate,
+                                 weight_decay, decay, schedule_name='constant',
+                                 momentum=momenta.get(group))[0]
+          for group, modules in param_groups.items()}

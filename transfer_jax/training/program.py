@@ -20,7 +20,11 @@ from transfer_jax.models import TransferModel, build_model
 from transfer_jax.objectives.methods import Method, get_method
 from transfer_jax.objectives.regularizers import Regularizer, get_regularizer
 from transfer_jax.training import parallel
-from transfer_jax.training.optimizer import build_optimizer
+from transfer_jax.training.optimizer import (
+  build_group_optimizers,
+  build_optimizer,
+  group_params,
+)
 from transfer_jax.training.state import TrainState
 from transfer_jax.training.step import (
   hparams_of,
@@ -84,6 +88,16 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
                  else jax.tree.map(lambda _: False, abstract_params))
   optimizer, _ = build_optimizer(config.optimizer, config.total_steps, abstract_params,
                                  decay=decay)
+  if method.phases:  # One optimizer state per parameter group (a multi-phase method).
+    group_optimizers = build_group_optimizers(config.optimizer, config.total_steps,
+                                              abstract_params, method.param_groups,
+                                              config.method.group_momentum, decay=decay)
+
+  def init_opt_state(params):
+    if not method.phases:
+      return optimizer.init(params)
+    return {group: group_optimizers[group].init(group_params(params, modules))
+            for group, modules in method.param_groups.items()}
 
   def init_state(rng, loaded: dict[str, jax.Array]) -> TrainState:
     variables = merge(init_variables(rng), loaded)
@@ -91,13 +105,15 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
     anchors = {}
     if regularizer.needs_reference:
       anchors['params'] = params  # theta_S: the transferred values the run starts from.
+    if method.needs_source_model:  # The transferred model, kept frozen (ADDA's source encoder).
+      anchors['source_variables'] = {'params': params, **variables}
     if regularizer.needs_fisher:
       anchors['fisher'] = jax.tree.map(jnp.zeros_like, params)  # Estimated before step 0.
     if method.needs_centroids:  # Class centroids of target features (SHOT), set before step 0.
       features = model.apply({'params': params, **variables}, example)['features']
       anchors['centroids'] = jnp.zeros((num_classes, features.shape[-1] + 1), jnp.float32)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=dict(variables),
-                      opt_state=optimizer.init(params),
+                      opt_state=init_opt_state(params),
                       first_nonfinite_step=jnp.full((), -1, jnp.int32), anchors=anchors)
 
   loaded = pretrained.values if pretrained is not None else {}

@@ -23,7 +23,7 @@ from transfer_jax.objectives import losses
 from transfer_jax.objectives.methods import Method, StepContext, nearest_centroid, shot_features
 from transfer_jax.objectives.regularizers import Regularizer, RegularizerContext
 from transfer_jax.objectives.schedules import progress, ramp
-from transfer_jax.training.optimizer import build_optimizer
+from transfer_jax.training.optimizer import build_group_optimizers, build_optimizer, group_params
 from transfer_jax.training.state import TrainState
 
 STREAMS = ('source', 'target', 'target_labeled')  # The fixed streams (tasks add their own).
@@ -95,15 +95,17 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
     mutable = list(state.model_state)
     p = progress(state.step, total_steps)
 
-    def loss_fn(params):
-      variables = {'params': params, **state.model_state}
+    def loss_fn(params, term=method.loss, with_task=True, dropout_rng=dropout_rng,
+                model_state=state.model_state):
+      """The objective with the transfer term `term`; `with_task`: the supervised losses too."""
+      variables = {'params': params, **model_state}
       outputs = model.apply(variables, inputs, train=True, rngs={'dropout': dropout_rng},
                             mutable=mutable or False)
       outputs, new_model_state = outputs if mutable else (outputs, {})
       metrics, total = {}, jnp.zeros(())
       for name, prefix, weight in (('source', 'source', objective.source_weight),
                                    ('target_labeled', 'target', objective.target_weight)):
-        if name in rows and weight > 0:
+        if with_task and name in rows and weight > 0:
           logits, labels = outputs['logits'][rows[name]], batch[name]['label']
           task_loss = losses.cross_entropy(logits, labels)
           if prefix == 'target':  # lambda of the joint objective, with its schedule.
@@ -112,7 +114,7 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
           metrics[f'{prefix}/train/loss'] = task_loss
           metrics[f'{prefix}/train/accuracy'] = losses.accuracy(logits, labels)
       for stream, (name, task) in tasks.items():  # Extra labelled tasks, their own heads.
-        if stream not in rows:
+        if stream not in rows or not with_task:
           continue
         logits = outputs['logits'][rows[stream]]
         if task.head:
@@ -144,6 +146,9 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
             return out[0] if mutable else out
           return apply
 
+        def source_model(source_inputs):  # The transferred model, frozen (ADDA's source encoder).
+          return model.apply(state.anchors['source_variables'], source_inputs, train=False)
+
         def forward(extra_inputs):  # An extra pass; its BatchNorm statistics are not kept.
           out = model.apply(variables, extra_inputs, train=True, rngs={'dropout': dropout_rng},
                             mutable=mutable or False)
@@ -155,16 +160,16 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
             discriminate=head(TransferModel.discriminate),
             adversary=head(TransferModel.adversarial_logits),
             classify=head(TransferModel.classify), fuse=head(TransferModel.fuse),
-            forward=forward, anchors=state.anchors)
-        transfer_loss, method_metrics = method.loss(method_outputs, method_batch, ctx)
+            forward=forward, anchors=state.anchors, source_model=source_model)
+        transfer_loss, method_metrics = term(method_outputs, method_batch, ctx)
         total += transfer_loss
         metrics.update(method_metrics)
         metrics['train/transfer_loss'] = transfer_loss
-      if regularizer.name != 'none':
+      if with_task and regularizer.name != 'none':
         supervised = rows.get('target_labeled', rows.get('source'))
         reference_features = None
         if regularizer.needs_reference_features:
-          reference_variables = {'params': state.anchors['params'], **state.model_state}
+          reference_variables = {'params': state.anchors['params'], **model_state}
           reference_features = model.apply(reference_variables, inputs,
                                            train=False)['features'][supervised]
         reg_ctx = RegularizerContext(
@@ -177,23 +182,59 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
       metrics['train/total_loss'] = total
       return total, (metrics, new_model_state)
 
-    (total_loss, (metrics, new_model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    def all_finite(tree):
+      return jax.tree.reduce(jnp.logical_and,
+                             jax.tree.map(lambda u: jnp.all(jnp.isfinite(u)), tree), True)
+
+    if method.phases:
+      params, opt_state, new_model_state, metrics, nonfinite = run_phases(
+          state, loss_fn, dropout_rng, schedule(state.step), hparams, all_finite)
+    else:
+      (total_loss, (metrics, new_model_state)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(state.params)
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      metrics['train/grad_norm'] = optax.global_norm(grads)
+      # A non-finite loss, or updates that would make the parameters non-finite, mark the run
+      # bad before the parameters are checkpointed (the loop checks this flag before each save).
+      nonfinite = ~jnp.isfinite(total_loss) | ~all_finite(updates)
     metrics['train/learning_rate'] = schedule(state.step)
-    metrics['train/grad_norm'] = optax.global_norm(grads)
-    # A non-finite loss, or updates that would make the parameters non-finite, mark the run bad
-    # before the parameters are checkpointed (the loop checks this flag before every save).
-    finite_updates = jax.tree.reduce(
-        jnp.logical_and, jax.tree.map(lambda u: jnp.all(jnp.isfinite(u)), updates), True)
-    nonfinite = ~jnp.isfinite(total_loss) | ~finite_updates
     first_nonfinite = jnp.where((state.first_nonfinite_step < 0) & nonfinite, state.step,
                                 state.first_nonfinite_step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=new_model_state or state.model_state,
                               first_nonfinite_step=first_nonfinite)
     return new_state, metrics
+
+  def run_phases(state, loss_fn, dropout_rng, learning_rate, hparams, all_finite):
+    """A multi-phase method's updates in order, each from a forward pass at the parameters the
+    previous one left; only the phase's parameter groups move, each with its own optimizer
+    state (a group that does not step keeps its momentum and count)."""
+    optimizers = build_group_optimizers(config.optimizer, total_steps, state.params,
+                                        method.param_groups, config.method.group_momentum,
+                                        learning_rate, hparams['weight_decay'], decay)
+    params, opt_state, model_state = state.params, dict(state.opt_state), state.model_state
+    metrics, nonfinite, index = {}, jnp.zeros((), bool), 0
+    for phase in method.phases:
+      for _ in range(int(config.method[phase.repeat]) if phase.repeat else 1):
+        rng = dropout_rng if index == 0 else jax.random.fold_in(dropout_rng, index)
+        (loss, (phase_metrics, new_model_state)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(params, phase.loss, phase.task_loss, rng, model_state)
+        model_state = new_model_state or model_state
+        nonfinite |= ~jnp.isfinite(loss)
+        if index == 0:
+          metrics['train/grad_norm'] = optax.global_norm(grads)
+        metrics.update({k: v for k, v in phase_metrics.items() if k not in metrics})
+        metrics[f'train/phase{index}_loss'] = loss
+        for group in phase.steps:
+          modules = method.param_groups[group]
+          group_values = group_params(params, modules)
+          updates, opt_state[group] = optimizers[group].update(
+              group_params(grads, modules), opt_state[group], group_values)
+          nonfinite |= ~all_finite(updates)
+          params = {**params, **optax.apply_updates(group_values, updates)}
+        index += 1
+    return params, opt_state, model_state, metrics, nonfinite
 
   return train_step
 
