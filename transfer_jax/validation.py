@@ -132,7 +132,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def _check_optimizer(config) -> None:
   _choice(config, 'optimizer.name', OPTIMIZERS)
   _choice(config, 'optimizer.schedule', LR_SCHEDULES)
-  _number(config, 'optimizer.learning_rate', low=0, low_open=True)
+  _number(config, 'optimizer.learning_rate', low=0)   # 0: nothing trains (a check of a model).
   _number(config, 'optimizer.momentum', low=0, high=1, high_open=True)
   _number(config, 'optimizer.weight_decay', low=0)
   _number(config, 'optimizer.step_factor', low=0)
@@ -198,7 +198,8 @@ def _check_eval(config) -> None:
     role, _, name = str(split).partition('/')
     if role not in roles or name not in EVAL_SPLITS:
       _fail('eval_splits', tuple(splits), f'{split!r} is not ROLE/SPLIT with ROLE one of '
-                                          f'{roles} and SPLIT one of {list(EVAL_SPLITS)}')
+                                          f'{roles} (roles: source, target and the names of '
+                                          f'config.tasks) and SPLIT one of {list(EVAL_SPLITS)}')
   metric = _get(config, 'best_checkpoint_metric')
   if metric is _MISSING or not metric:
     return
