@@ -17,6 +17,7 @@ parameters, outputs and gradients (tests/test_models.py):
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -142,6 +143,7 @@ class ConvReluPool(nn.Module):
 
   features: int
   conv_impl: str = 'fused'
+  dtype: Any = jnp.float32   # Computation dtype (the parameters stay float32).
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -152,7 +154,8 @@ class ConvReluPool(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (5, 5, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return CONV_IMPLS[self.conv_impl](x, kernel, bias)
+    return CONV_IMPLS[self.conv_impl](x.astype(self.dtype), kernel.astype(self.dtype),
+                                      bias.astype(self.dtype))
 
 
 class LeNetFeatures(nn.Module):
@@ -178,31 +181,34 @@ class LeNetFeatures(nn.Module):
   bottleneck: int = 0
   bottleneck_batch_norm: bool = True
   conv_impl: str = 'fused'  # A key of CONV_IMPLS: 'fused' (fast on CPU) or 'xla' (textbook).
+  # Computation dtype (config.model.dtype; 'bfloat16': mixed precision, float32 parameters and
+  # BatchNorm statistics); the features are returned in float32.
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images_BxHxWxC: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     x = images_BxHxWxC
     for i, width in enumerate(self.conv):
-      x = ConvReluPool(width, self.conv_impl, name=f'conv{i + 1}')(x)
+      x = ConvReluPool(width, self.conv_impl, self.dtype, name=f'conv{i + 1}')(x)
     if self.conv_dropout:  # Whole channels dropped (NHWC: the mask broadcasts over H and W).
       x = nn.Dropout(self.conv_dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
     # Flatten in (channel, height, width) order so the feature layout, and hence the first dense
     # layer's weights, match torch's `x.flatten(1)` on NCHW tensors.
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
     for i, width in enumerate(self.dense):
-      x = nn.relu(nn.Dense(width, name=f'fc{i + 1}')(x))
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f'fc{i + 1}')(x))
       if self.dense_dropout:
         x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
     if self.bottleneck:
-      x = nn.Dense(self.bottleneck, name='bottleneck')(x)
+      x = nn.Dense(self.bottleneck, dtype=self.dtype, name='bottleneck')(x)
       if self.bottleneck_batch_norm:  # torch's BatchNorm1d: momentum 0.1, eps 1e-5.
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         name='bottleneck_bn')(x)
+                         dtype=self.dtype, name='bottleneck_bn')(x)
       x = nn.relu(x)
-    return x
+    return x.astype(jnp.float32)
 
 
-def DannLeNetFeatures(conv_impl: str = 'fused') -> LeNetFeatures:  # noqa: N802
+def DannLeNetFeatures(conv_impl: str = 'fused', dtype: Any = jnp.float32) -> LeNetFeatures:  # noqa: N802
   """The DANN paper's MNIST feature extractor (Ganin et al. 2016, appendix): conv 32@5x5 ->
   ReLU -> max-pool 2 -> conv 48@5x5 -> ReLU -> max-pool 2 -> flatten (768-d on 28x28)."""
-  return LeNetFeatures(conv=(32, 48), conv_impl=conv_impl)
+  return LeNetFeatures(conv=(32, 48), conv_impl=conv_impl, dtype=dtype)

@@ -17,9 +17,14 @@ Padding is explicit and equal to torch's ('SAME' differs from torch for stride 2
 BatchNorm normalises with the batch's biased variance in training, as torch does, but torch
 updates `running_var` with the unbiased variance while Flax uses the biased one; the difference
 is a factor n/(n-1) on the running estimate only.
+
+`dtype` is the computation dtype (mixed precision: 'bfloat16' computes convolutions and
+BatchNorm outputs in bfloat16, while parameters, and hence optimizer state, stay float32 and
+BatchNorm statistics are computed in float32); the features are returned in float32.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -31,16 +36,17 @@ _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 _STAGES = {18: ((2, 2, 2, 2), False), 50: ((3, 4, 6, 3), True)}
 
 
-def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False, kernel_init=_conv_init,
-                 name=name)
+                 dtype=dtype, name=name)
 
 
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
+def _batch_norm(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
   # torch's momentum 0.1 weights the new batch; Flax's momentum weights the running average.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)
 
 
 class BasicBlock(nn.Module):
@@ -48,12 +54,14 @@ class BasicBlock(nn.Module):
 
   planes: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    y = nn.relu(_batch_norm(train, 'bn1')(_conv(self.planes, 3, self.stride, 'conv1')(x)))
-    y = _batch_norm(train, 'bn2')(_conv(self.planes, 3, 1, 'conv2')(y))
-    return nn.relu(y + _shortcut(x, self.planes, self.stride, train))
+    dt = self.dtype
+    y = nn.relu(_batch_norm(train, 'bn1', dt)(_conv(self.planes, 3, self.stride, 'conv1', dt)(x)))
+    y = _batch_norm(train, 'bn2', dt)(_conv(self.planes, 3, 1, 'conv2', dt)(y))
+    return nn.relu(y + _shortcut(x, self.planes, self.stride, train, dt))
 
 
 class Bottleneck(nn.Module):
@@ -61,21 +69,23 @@ class Bottleneck(nn.Module):
 
   planes: int
   stride: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-    y = nn.relu(_batch_norm(train, 'bn1')(_conv(self.planes, 1, 1, 'conv1')(x)))
-    y = nn.relu(_batch_norm(train, 'bn2')(_conv(self.planes, 3, self.stride, 'conv2')(y)))
-    y = _batch_norm(train, 'bn3')(_conv(4 * self.planes, 1, 1, 'conv3')(y))
-    return nn.relu(y + _shortcut(x, 4 * self.planes, self.stride, train))
+    dt = self.dtype
+    y = nn.relu(_batch_norm(train, 'bn1', dt)(_conv(self.planes, 1, 1, 'conv1', dt)(x)))
+    y = nn.relu(_batch_norm(train, 'bn2', dt)(_conv(self.planes, 3, self.stride, 'conv2', dt)(y)))
+    y = _batch_norm(train, 'bn3', dt)(_conv(4 * self.planes, 1, 1, 'conv3', dt)(y))
+    return nn.relu(y + _shortcut(x, 4 * self.planes, self.stride, train, dt))
 
 
-def _shortcut(x: jnp.ndarray, width: int, stride: int, train: bool) -> jnp.ndarray:
+def _shortcut(x: jnp.ndarray, width: int, stride: int, train: bool, dtype: Any) -> jnp.ndarray:
   """Identity, or torchvision's `downsample` (1x1 conv + BN) when the shape changes."""
   if stride == 1 and x.shape[-1] == width:
     return x
-  x = _conv(width, 1, stride, 'downsample_0')(x)
-  return _batch_norm(train, 'downsample_1')(x)
+  x = _conv(width, 1, stride, 'downsample_0', dtype)(x)
+  return _batch_norm(train, 'downsample_1', dtype)(x)
 
 
 class ResNetFeatures(nn.Module):
@@ -89,6 +99,7 @@ class ResNetFeatures(nn.Module):
   depth: int = 18
   stem: str = 'imagenet'
   widths: Sequence[int] = (64, 128, 256, 512)
+  dtype: Any = jnp.float32   # Computation dtype; parameters are float32 (see the module doc).
 
   @nn.compact
   def __call__(self, images_BxHxWxC: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -99,16 +110,17 @@ class ResNetFeatures(nn.Module):
       raise ValueError(f"unknown ResNet stem {self.stem!r}; choose 'imagenet' or 'cifar'")
     blocks_per_stage, bottleneck = _STAGES[self.depth]
     block = Bottleneck if bottleneck else BasicBlock
+    dt = self.dtype
     if self.stem == 'imagenet':
-      x = _conv(self.widths[0], 7, 2, 'conv1')(images_BxHxWxC)
-      x = nn.relu(_batch_norm(train, 'bn1')(x))
+      x = _conv(self.widths[0], 7, 2, 'conv1', dt)(images_BxHxWxC)
+      x = nn.relu(_batch_norm(train, 'bn1', dt)(x))
       # Flax pads max-pooling with -inf, as torch does.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      x = _conv(self.widths[0], 3, 1, 'conv1')(images_BxHxWxC)
-      x = nn.relu(_batch_norm(train, 'bn1')(x))
+      x = _conv(self.widths[0], 3, 1, 'conv1', dt)(images_BxHxWxC)
+      x = nn.relu(_batch_norm(train, 'bn1', dt)(x))
     for stage, (num_blocks, planes) in enumerate(zip(blocks_per_stage, self.widths, strict=True)):
       for i in range(num_blocks):
         stride = 2 if stage > 0 and i == 0 else 1
-        x = block(planes, stride, name=f'layer{stage + 1}_{i}')(x, train=train)
-    return jnp.mean(x, axis=(1, 2))
+        x = block(planes, stride, dt, name=f'layer{stage + 1}_{i}')(x, train=train)
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))

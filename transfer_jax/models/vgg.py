@@ -12,9 +12,13 @@ The features are the 4096-d output of torchvision's classifier trunk (Linear, Re
 Linear, ReLU, Dropout). The pooled 7x7 map is flattened in (channel, height, width) order, as
 torch flattens NCHW tensors, so classifier_0's kernel is torch's weight transposed, with no
 permutation of its 25088 input rows.
+
+`dtype` is the computation dtype (mixed precision: 'bfloat16' computes in bfloat16 while the
+parameters, and hence optimizer state, stay float32); the features are returned in float32.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -66,6 +70,7 @@ class VGGFeatures(nn.Module):
   layers: Sequence[int | str] = VGG16_LAYERS
   hidden: int = 4096
   dropout: float = 0.5
+  dtype: Any = jnp.float32   # Computation dtype; parameters are float32 (see the module doc).
 
   @nn.compact
   def __call__(self, images_BxHxWxC: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -81,12 +86,13 @@ class VGGFeatures(nn.Module):
         index += 1
       else:
         x = nn.Conv(layer, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_conv_init,
-                    name=f'features_{index}')(x)
+                    dtype=self.dtype, name=f'features_{index}')(x)
         x = nn.relu(x)
         index += 2
-    x = adaptive_avg_pool(x, (7, 7))
+    x = adaptive_avg_pool(x, (7, 7)).astype(x.dtype)
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # torch's NCHW flatten order.
     for index in (0, 3):
-      x = nn.Dense(self.hidden, kernel_init=_dense_init, name=f'classifier_{index}')(x)
+      x = nn.Dense(self.hidden, kernel_init=_dense_init, dtype=self.dtype,
+                   name=f'classifier_{index}')(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
-    return x
+    return x.astype(jnp.float32)

@@ -88,10 +88,10 @@ class TrainBatches:
   would read alone.
 
   A stream of an in-memory split is read once per step for all R runs: R index orders
-  (`data.pipeline.IndexOrder`), one gather from the arrays and one preprocessing call. A streamed split
-  keeps one grain iterator per run. `next()` gives {stream: {key: array}}, with a leading run
-  axis when `stacked` (else R must be 1). Checkpoints hold each run's `get_state(run)`, the
-  states of `make_iterators`' iterators.
+  (`data.pipeline.IndexOrder`), one gather from the arrays and one preprocessing call. A
+  streamed split keeps one grain iterator per run. `next()` gives {stream: {key: array}}, with
+  a leading run axis when `stacked` (else R must be 1). Checkpoints hold each run's
+  `get_state(run)`, the states of `make_iterators`' iterators.
   """
 
   def __init__(self, streams: tuple[str, ...], domains: dict[str, data_lib.Domain],

@@ -30,7 +30,7 @@ ADDED_KEYS = {
     'method.mmd_kernel_multipliers': [0.125, 0.25, 0.5, 1.0, 2.0], 'method.mmd_linear': False,
     'method.jan_sigma': 0.92, 'method.mcc_temperature': 2.5, 'method.mdd_margin': 4.0,
     'method.afn_delta_r': 1.0, 'method.shot_beta': 0.3, 'method.shot_refresh_every': 0,
-    'method.fixmatch_threshold': 0.95, 'model.fusion_hidden': [256],
+    'method.fixmatch_threshold': 0.95, 'model.fusion_hidden': [256], 'model.dtype': 'float32',
 }
 
 
