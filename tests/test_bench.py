@@ -28,3 +28,21 @@ def test_vectorized_benchmark_reports_both_modes_and_the_speedup():
   assert summary['benchmark'] == 'vectorized_step_summary' and summary['speedup'] > 0
   summary = vectorized.main(args + ['--end_to_end', '--vary', 'trade_off'])
   assert summary['sequential_s'] > 0 and summary['vectorized_s'] > 0
+
+
+def test_dann_step_benchmark_reports_flops_and_the_measured_matmul_peak(capsys):
+  import json
+
+  from transfer_jax.bench import dann_step
+  summary = dann_step.main(['--steps', '1', '--repeats', '1', '--rounds', '1', '--no_torch'])
+  step = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+  assert step['benchmark'] == 'dann_step' and step['net'] == 'dann'
+  for field in ('flops_per_step', 'achieved_gflops_per_s', 'matmul_peak_gflops_per_s',
+                'fraction_of_peak', 'median_ms_per_step', 'load_1m'):
+    assert step[field] is not None and step[field] > 0, (field, step)
+  # The DANN step on 64 + 64 images: ~2.3 GFLOP (XLA's count for the compiled step, per device:
+  # the tests' 8 simulated devices each take 1/8 of the batch).
+  assert 1e9 < step['flops_per_step'] * step['devices'] < 5e9, step
+  ratio = step['achieved_gflops_per_s'] / step['matmul_peak_gflops_per_s']
+  assert abs(ratio - step['fraction_of_peak']) < 1e-3
+  assert summary['benchmark'] == 'dann_step_summary' and 'ratio' not in summary

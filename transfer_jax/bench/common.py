@@ -65,3 +65,20 @@ def _high_water_kib(pid: int) -> int:
       return next((int(line.split()[1]) for line in f if line.startswith('VmHWM:')), 0)
   except OSError:
     return 0
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+  """This machine's fp32 matmul rate now (GFLOP/s): the best of `repeats` jitted size^3
+  products, the ceiling a compute-bound step is compared against in the same run."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  product = jax.jit(jnp.matmul)
+  product(a, b).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    product(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e9
