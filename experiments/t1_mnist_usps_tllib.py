@@ -51,7 +51,7 @@ def _row_runs(row, seeds):
 NEW_ROWS = ('bsp', 'mcd', 'adda')
 # ADDA's source pretraining (TLlib adda.py, its defaults): the DANN network (bottleneck 256)
 # trained on source alone, `--pretrain-epochs 3` of 2500 iterations at `--pretrain-lr 0.001`,
-# lr_gamma 3e-4, weight decay 1e-3: overrides of `:method=source_only`.
+# lr_gamma 3e-4, weight decay 1e-3: overrides of the config with `method.name=source_only`.
 ADDA_PRETRAIN = {'model.bottleneck_dim': 256, 'optimizer.learning_rate': 0.001,
                  'optimizer.weight_decay': 1e-3, 'optimizer.inverse_gamma': 3e-4,
                  'total_steps': 7500}
@@ -77,8 +77,11 @@ def runs():
     yield from _row_runs(row, (1, 2))
   for task, arg in TASKS.items():   # ADDA's source models (no table row of their own).
     yield {'name': _pretrain_name(task), 'config': CONFIG,
-           'arg': ','.join(filter(None, [arg, 'method=source_only'])),
-           'overrides': {'data.manual_dir': '../shared/datasets', **ADDA_PRETRAIN,
-                         'checkpoint_every_steps': ADDA_PRETRAIN['total_steps']}}
+           # `method.name`, not `:method=`: a run labelled with a method would be a table row.
+           'arg': arg,
+           'overrides': {'method.name': 'source_only', 'data.manual_dir': '../shared/datasets',
+                         **ADDA_PRETRAIN,
+                         'checkpoint_every_steps': ADDA_PRETRAIN['total_steps']},
+           'labels': {'task': task, 'pretraining': 'adda'}}  # No 'method': not a table row.
   for row in NEW_ROWS:
     yield from (_adda_runs((0,)) if row == 'adda' else _row_runs(row, (0,)))
