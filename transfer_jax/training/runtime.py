@@ -1,8 +1,11 @@
 """Process-wide setup before the first compilation: XLA:CPU flags, compilation cache, logs."""
 
+import contextlib
 import logging as std_logging
 import os
+import signal
 import sys
+import threading
 
 import jax
 import ml_collections
@@ -95,3 +98,40 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
     jax.distributed.initialize()  # JAX reads the Slurm environment.
     return True
   return False
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped the run after a step, with a checkpoint at that step."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.signum = signum
+
+
+STOP: dict[str, int | None] = {'signum': None}   # The signal that asked the loop to stop.
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+  """While training: the first SIGTERM or SIGINT sets STOP['signum'], and the loop stops after
+  its current step; a second one acts as usual (SIGINT: KeyboardInterrupt, SIGTERM: the process
+  ends). Outside the main thread (signals cannot be handled there) nothing changes."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    STOP['signum'] = signum
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                  else signal.SIG_DFL)
+    logging.warning('%s: finishing the current step, then checkpointing and stopping',
+                    signal.Signals(signum).name)
+
+  STOP['signum'] = None
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+    STOP['signum'] = None

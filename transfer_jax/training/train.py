@@ -4,11 +4,9 @@
 changes the loss (see `transfer_jax.objectives.methods`); nothing here is method-specific.
 """
 
-import contextlib
 import dataclasses
 import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -22,7 +20,7 @@ from jax.sharding import Mesh
 from transfer_jax import data as data_lib
 from transfer_jax import validation
 from transfer_jax.errors import UserError
-from transfer_jax.training import evaluation, parallel, vectorized, writers
+from transfer_jax.training import evaluation, parallel, runtime, vectorized, writers
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.checkpoint import Checkpointer, abstract_with_shardings
 from transfer_jax.training.inputs import (  # noqa: F401 (make_iterators: a public name)
@@ -41,20 +39,11 @@ from transfer_jax.training.state import TrainState
 from transfer_jax.transfer.params import count_params
 from transfer_jax.transfer.pretrained import format_table
 
+Interrupted = runtime.Interrupted   # A public name: main catches it.
+
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the run stopped without saving a checkpoint after it."""
-
-
-class Interrupted(Exception):
-  """SIGTERM or SIGINT stopped the run after a step, with a checkpoint at that step."""
-
-  def __init__(self, signum: int, message: str):
-    super().__init__(message)
-    self.signum = signum
-
-
-_STOP: dict[str, int | None] = {'signum': None}   # The signal that asked the loop to stop.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -93,59 +82,9 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   workdirs = [os.path.abspath(w) for w in workdirs]
   for workdir in workdirs:
     workdir_lib.check_workdir_path(workdir)
-  existed = [(os.path.isdir(w), os.path.exists(os.path.join(w, workdir_lib.LOCK_FILE)))
-             for w in workdirs]
   # In a multi-process run every process trains in the same workdir: process 0 holds the lock.
-  locking = jax.process_index() == 0
-  if not locking:
-    for workdir in workdirs:
-      os.makedirs(workdir, exist_ok=True)
-  with contextlib.ExitStack() as stack:
-    for workdir in workdirs if locking else ():
-      lock = workdir_lib.WorkdirLock(workdir)
-      lock.acquire_or_fail()
-      stack.callback(lock.release)
-    stack.enter_context(_stop_on_signals())
-    try:
-      return _train_locked(configs, workdirs, mesh, called)
-    except BaseException:
-      for workdir, (dir_existed, lock_existed) in zip(workdirs if locking else (), existed,
-                                                      strict=False):
-        # Leave no trace of a refused run. (A process that opens the lock file in this instant
-        # could lock the unlinked file while a third one locks a new one: a refused run is rare
-        # and the window is microseconds.)
-        if not lock_existed:
-          with contextlib.suppress(OSError):
-            os.remove(os.path.join(workdir, workdir_lib.LOCK_FILE))
-        if not dir_existed:
-          with contextlib.suppress(OSError):
-            os.rmdir(workdir)   # Only if empty.
-      raise
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-  """While training: the first SIGTERM or SIGINT asks the loop to stop after its current step;
-  a second one acts as usual (SIGINT: KeyboardInterrupt, SIGTERM: the process ends)."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-
-  def handler(signum, frame):
-    _STOP['signum'] = signum
-    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
-                  else signal.SIG_DFL)
-    logging.warning('%s: finishing the current step, then checkpointing and stopping',
-                    signal.Signals(signum).name)
-
-  _STOP['signum'] = None
-  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    yield
-  finally:
-    for signum, old in previous.items():
-      signal.signal(signum, old)
-    _STOP['signum'] = None
+  with workdir_lib.locked(workdirs, jax.process_index() == 0), runtime.stop_on_signals():
+    return _train_locked(configs, workdirs, mesh, called)
 
 
 def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
@@ -308,7 +247,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
     pending.append(metrics)
     log_now = step % config.log_every_steps == 0 or step == config.total_steps
     eval_now = step % config.eval_every_steps == 0 or step == config.total_steps
-    stopping = _STOP['signum'] is not None
+    stopping = runtime.STOP['signum'] is not None
     save_now = (step % config.checkpoint_every_steps == 0 or step == config.total_steps
                 or stopping)
     wall_s = time.perf_counter() - start
@@ -352,11 +291,11 @@ def _train_locked(configs: list[ml_collections.ConfigDict], runs: list[str],
   for writer in run_writers:
     writer.close()   # Also ends its background thread (one per run otherwise).
   if step < config.total_steps:   # Stopped by a signal, its checkpoint saved.
-    signum = _STOP['signum']
-    raise Interrupted(signum, f'stopped by {signal.Signals(signum).name} at step {step} of '
-                              f'{config.total_steps}; the checkpoint at step {step} is saved in '
-                              f'{", ".join(run.workdir for run in runs)}: rerun the same command '
-                              'to resume')
+    signum = runtime.STOP['signum']
+    raise runtime.Interrupted(
+        signum, f'stopped by {signal.Signals(signum).name} at step {step} of '
+                f'{config.total_steps}; the checkpoint at step {step} is saved in '
+                f'{", ".join(run.workdir for run in runs)}: rerun the same command to resume')
 
   train_seconds = time.perf_counter() - start
   summaries = []

@@ -1,5 +1,6 @@
 """The files of a run's workdir: config.json, summary.json, and the checks made on a rerun."""
 
+import contextlib
 import fcntl
 import json
 import os
@@ -166,6 +167,35 @@ class WorkdirLock:
     if entry[1] == 0:
       del self._held[self.workdir]
       entry[0].close()   # The kernel drops the lock; the file stays (see lock_holder).
+
+
+@contextlib.contextmanager
+def locked(workdirs: list[str], lock: bool = True):
+  """Holds the locks of `workdirs` (with `lock`; else only makes sure they exist). If the body
+  raises, what this made is removed again (the lock file, an empty workdir): a refused run
+  leaves its workdir as it found it."""
+  existed = [(os.path.isdir(w), os.path.exists(os.path.join(w, LOCK_FILE))) for w in workdirs]
+  with contextlib.ExitStack() as stack:
+    for workdir in workdirs:
+      if not lock:
+        os.makedirs(workdir, exist_ok=True)
+        continue
+      workdir_lock = WorkdirLock(workdir)
+      workdir_lock.acquire_or_fail()
+      stack.callback(workdir_lock.release)
+    try:
+      yield
+    except BaseException:
+      for workdir, (dir_existed, lock_existed) in zip(workdirs, existed, strict=True):
+        # (A process opening the lock file in this instant could lock the unlinked file while a
+        # third one locks a new one: refused runs are rare and the window is microseconds.)
+        if lock and not lock_existed:
+          with contextlib.suppress(OSError):
+            os.remove(os.path.join(workdir, LOCK_FILE))
+        if not dir_existed:
+          with contextlib.suppress(OSError):
+            os.rmdir(workdir)   # Only if empty.
+      raise
 
 
 def lock_holder(workdir: str) -> dict[str, Any] | None:
