@@ -113,8 +113,11 @@ def sweep_curves(path: str, workdir: str, metric: str = '', rows: Sequence[str] 
   metric = metric or table['metric']
   series: dict[str, dict[str, list]] = {}
   missing = []
+  needed = {need for run in runs for need in run['needs']}
   for run in runs:
     labels = sweep_lib.run_labels(run)
+    if run['name'] in needed and table['rows'] not in labels:
+      continue  # A run others start from (a pretraining), not a row: as in the report.
     for key in ('rows', 'columns', 'seed'):
       if table[key] and table[key] not in labels:
         raise UserError(f'run {run["name"]} has no label {table[key]!r} (TABLE[{key!r}] of '
