@@ -8,6 +8,7 @@ from transfer_jax.models.growable import GrowableConvNet, GrowableMLP
 from transfer_jax.models.lenet import DannLeNetFeatures, LeNetFeatures
 from transfer_jax.models.mlp import MLP, MLPFeatures, ResidualMLP
 from transfer_jax.models.resnet import ResNetFeatures
+from transfer_jax.models.small_cnn import SmallCNNFeatures
 from transfer_jax.models.transfer_model import TransferModel
 from transfer_jax.models.vgg import VGGFeatures
 
@@ -34,6 +35,8 @@ BACKBONES = {
     'resnet50': lambda cfg: ResNetFeatures(depth=50, stem='imagenet', dtype=compute_dtype(cfg)),
     'resnet18_cifar': lambda cfg: ResNetFeatures(depth=18, stem='cifar', dtype=compute_dtype(cfg)),
     'resnet50_cifar': lambda cfg: ResNetFeatures(depth=50, stem='cifar', dtype=compute_dtype(cfg)),
+    # PyTorch's MNIST-example CNN (skada-bench's MNIST <-> USPS net, models/small_cnn.py).
+    'small_cnn': lambda cfg: SmallCNNFeatures(dtype=compute_dtype(cfg)),
     'vgg16': lambda cfg: VGGFeatures(dropout=cfg.get('backbone_dropout', 0.5),
                                      dtype=compute_dtype(cfg)),
     # Nets that transfer/net2net.py can widen and deepen and transfer/adapters.py can extend:
