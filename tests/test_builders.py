@@ -110,7 +110,7 @@ def write_amazon(manual, domain, sizes=(('train', 6), ('test', 5)), values=(-1.0
   return expected
 
 
-def write_mnist_m(manual, sizes=(('train', 5), ('test', 3)), image_size=28):
+def write_mnist_m(manual, sizes=(('train', 5), ('test', 3)), image_size=32):
   expected = {}
   for split, n in sizes:
     folder = os.path.join(manual, 'mnist_m', f'mnist_m_{split}')
@@ -307,10 +307,10 @@ def test_bad_labels_and_shapes_in_raw_files(tmp_path):
   with pytest.raises(UserError) as excinfo:
     builders.load_split('amazon_reviews/kitchen', 'train', data_dir, manual_dir)
   assert_one_line_error(excinfo, 'take the values [0.0, 2.0]')
-  write_mnist_m(manual_dir, sizes=(('train', 2), ('test', 2)), image_size=32)
+  write_mnist_m(manual_dir, sizes=(('train', 2), ('test', 2)), image_size=28)
   with pytest.raises(UserError) as excinfo:
     builders.load_split('mnist_m', 'train', data_dir, manual_dir)
-  assert_one_line_error(excinfo, 'is 32x32, expected 28x28')
+  assert_one_line_error(excinfo, 'is 28x28, expected 32x32')
   with open(os.path.join(manual_dir, 'mnist_m', 'mnist_m_train_labels.txt'), 'a') as f:
     f.write('00000009.png seven\n')
   with pytest.raises(UserError) as excinfo:

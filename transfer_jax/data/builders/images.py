@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import re
+from typing import ClassVar
 
 import numpy as np
 import PIL.Image
@@ -36,19 +37,28 @@ def load_rgb(name: str, path: str, size: int, resize: bool) -> np.ndarray:
 
 
 class MnistM(base.ArrayRecordBuilder):
-  """MNIST-M (Ganin & Lempitsky 2015): MNIST digits blended over BSDS500 patches, RGB 28x28."""
+  """MNIST-M (Ganin & Lempitsky 2015): MNIST digits blended over BSDS500 patches, RGB 32x32.
+
+  Stored at the release's 32x32 (59001 train / 9001 test PNGs); configs resize or crop it.
+  """
 
   name = 'mnist_m'
+  IMAGE_SIZE = 32  # The release's images (mnist_m.tar.gz): every PNG is 32x32 RGB.
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+      '1.0.0': 'First release (assumed 28x28 images; the release has none).',
+      '1.1.0': "The release's 32x32 images."}
   MANUAL_FILES = ('mnist_m/mnist_m_train_labels.txt', 'mnist_m/mnist_m_train',
                   'mnist_m/mnist_m_test_labels.txt', 'mnist_m/mnist_m_test')
   SPLITS = ('train', 'test')
-  DESCRIPTION = 'MNIST-M digits, 28x28 RGB, values 0..255.'
+  DESCRIPTION = 'MNIST-M digits, 32x32 RGB, values 0..255.'
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Extract the MNIST-M release into <manual_dir>/mnist_m/ (mnist_m_train/*.png with '
       'mnist_m_train_labels.txt, mnist_m_test/*.png with mnist_m_test_labels.txt).')
 
   def _info(self):
-    return self.make_info(base.image_features((28, 28, 3), 10), ('image', 'label'))
+    size = self.IMAGE_SIZE
+    return self.make_info(base.image_features((size, size, 3), 10), ('image', 'label'))
 
   def _split_generators(self, dl_manager):
     generators = {}
@@ -61,7 +71,8 @@ class MnistM(base.ArrayRecordBuilder):
 
   def _generate_examples(self, inputs, labels):
     for index, (path, label) in enumerate(zip(inputs, labels, strict=True)):
-      yield index, {'image': load_rgb(self.name, path, 28, resize=False), 'label': label}
+      image = load_rgb(self.name, path, self.IMAGE_SIZE, resize=False)
+      yield index, {'image': image, 'label': label}
 
 
 def read_label_list(labels_file: str, folder: str) -> tuple[list[str], np.ndarray]:
