@@ -170,7 +170,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 SHARED_DATA = os.path.join(ROOT, '..', 'shared', 'datasets')
 # Configs that read downloaded files run only where the real data is (CI has ../shared).
 NEEDS_FILES = ('mnist_usps', 'office_caltech_surf', 'amazon_reviews', 'usps_finetune',
-               'digits_multitask', 'net2net_digits')
+               'digits_multitask', 'net2net_digits', 'mnist_mnistm')
 # Tested on data their tests write (tests/test_transfer.py), not from ../shared.
 OWN_TESTS = ('cifar10_to_cifar100', 'imagefolder_resnet50')
 CONFIG_SPECS = [f'{path}:tiny' for path in sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
