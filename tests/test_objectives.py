@@ -114,5 +114,5 @@ def test_source_only_adds_nothing():
 
 
 def test_unknown_method_names_the_choices():
-  with pytest.raises(ValueError, match="choose one of \\['afn', 'cdan', 'cdan_e'"):
+  with pytest.raises(ValueError, match="choose one of \\['adda', 'afn', 'bsp', 'cdan', 'cdan_e'"):
     methods.get_method('dann2')
