@@ -1,26 +1,35 @@
 """MNIST -> MNIST-M at the DANN paper's protocol (Ganin et al., JMLR 2016, section 5.2, Table 2).
 
-From the paper (its MNIST experiments; MNIST-M is MNIST blended over BSDS500 colour patches):
-  network   the MNIST architecture of its appendix figure, as configs/mnist_usps.py reads it:
-            conv 5x5 32 -> ReLU -> max-pool 2 -> conv 5x5 48 -> ReLU -> max-pool 2 (768-d
-            features on 28x28), label predictor 768 -> 100 -> 100 -> 10, domain classifier
-            768 -> 100 -> 1 ('dann_lenet'); here on RGB input (the first conv takes 3 channels).
-  batches   64 source + 64 target images per step (section 5.2.2 "training procedure").
-  optimizer SGD, momentum 0.9, mu_p = 0.01 / (1 + 10 p)^0.75, p the training progress 0 -> 1
-            (optimizer.schedule 'dann_annealing'); the adaptation factor of the gradient
-            reversal lambda_p = 2 / (1 + exp(-10 p)) - 1 (method.grl_schedule 'dann', gamma 10).
+From the paper's text (JMLR 17(59), read for facts from a text copy of the PDF):
+  network   Figure 4(a) "MNIST architecture": conv 5x5 32 maps -> ReLU -> max-pool 2x2 stride 2
+            -> conv 5x5 48 maps -> ReLU -> max-pool 2x2 stride 2 -> fully-conn 100 -> ReLU ->
+            fully-conn 100 -> ReLU -> fully-conn 10 -> soft-max; GRL -> fully-conn 100 -> ReLU ->
+            fully-conn 1 -> logistic ('dann_lenet', 768-d features on 28x28; section 5.2.2: "for
+            MNIST ... a simpler (x->100->2) architecture"). Here on RGB input (the first conv
+            takes 3 channels).
+  losses    5.2.2: logistic-regression loss for labels, binomial cross-entropy for domains.
+  batches   5.2.2: "trained on 128-sized batches (images are preprocessed by the mean
+            subtraction). A half of each batch is populated by the samples from the source
+            domain": 64 source + 64 target.
+  optimizer 5.2.2: mu_p = mu_0 / (1 + alpha p)^beta, p the training progress 0 -> 1, mu_0 0.01,
+            alpha 10, beta 0.75, momentum 0.9 (optimizer.schedule 'dann_annealing');
+            lambda_p = 2 / (1 + exp(-gamma p)) - 1, gamma 10, used for the feature extractor
+            only, the domain classifier trains with lambda 1: the gradient reversal layer's
+            coefficient (method.grl_schedule 'dann'; trade-off 1).
   anchors   Table 2, MNIST -> MNIST-M: source only .5225, SA .5690, DANN .7666, train on target
             .9596 (experiments/t2_mnist_mnistm.py holds them in its notes).
-Choices where the paper (as read for this config) gives nothing:
-  input     MNIST grey -> RGB by repeating the channel; MNIST-M's release images are 32x32 and
-            are resized (bilinear) to MNIST's 28x28 so the paper's 768-d feature size holds.
-  scaling   pixels in [0, 1] (normalize 'unit'). The paper's preprocessing for the digit
-            experiments (a mean subtraction) could not be checked against its text in this
-            session, and a shared pixel-mean option does not exist here: not reproduced.
+Where the paper is silent, or not reproduced:
+  input     it gives no input size for MNIST-M. MNIST grey -> RGB by repeating the channel; the
+            release's 32x32 MNIST-M images are resized (bilinear) to MNIST's 28x28 so the
+            architecture's 768-d features hold.
+  scaling   "mean subtraction" (which mean is not said) is not reproduced: no mean-only option
+            exists here; pixels stay in [0, 1] (normalize 'unit').
   weight decay  0 (the paper names none for these experiments).
-  iterations    the paper gives no iteration count: total_steps 10,000 (10.8 epochs of MNIST's
-            59k training images at 64 a step), the schedules' p running over those steps.
-  selection the paper reports one number per method; the sweep logs every selection rule.
+  iterations    no iteration count is given: total_steps 10,000 (10.8 epochs of MNIST's 59k
+            training images at 64 a step), the schedules' p running over those steps.
+  SVM       5.2.1 retrains the last layer of every compared model with a linear SVM before
+            testing; not done here (the paper: "the performance ... remains approximately the
+            same after the retraining").
 Differences: 10 % of each training split is held out by the sweep (source validation, target
 oracle split) for the selection rules.
 

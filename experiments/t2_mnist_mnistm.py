@@ -29,7 +29,8 @@ TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed', 'selection': True,
              'mu_p = 0.01/(1+10p)^0.75 and the reversal lambda_p = 2/(1+exp(-10p))-1.',
              'Protocol differences: 10 % of each training split is held out (source validation, '
              'target oracle split); the paper\'s preprocessing (mean subtraction) is not '
-             'reproduced; the paper gives no iteration count (STEPS here).'.replace(
+             'reproduced, nor its linear-SVM retraining of the last layer; the paper gives no '
+             'iteration count (STEPS here).'.replace(
                  'STEPS', str(STEPS)),
              'target_supervised trains on all MNIST-M training labels with the same network and '
              'recipe: the paper\'s train-on-target reference.']}
