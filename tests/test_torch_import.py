@@ -11,7 +11,6 @@ import os
 import pathlib
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -19,6 +18,7 @@ from flax import traverse_util
 torch = pytest.importorskip('torch', reason='torch is not installed (pip install torch, CPU)')
 from torch import nn  # noqa: E402
 
+from transfer_jax import config_lib  # noqa: E402
 from transfer_jax.bench.torch_models import BasicBlock, ResNet, resnet  # noqa: E402
 from transfer_jax.errors import UserError  # noqa: E402
 from transfer_jax.models import BACKBONES, MLP, DannLeNetFeatures, TransferModel  # noqa: E402
@@ -93,7 +93,7 @@ def _nhwc(images):
 
 
 def _backbone(arch):
-  return BACKBONES[arch](ml_collections.ConfigDict())
+  return BACKBONES[arch](config_lib.model_config(arch))
 
 
 def _variables(params, batch_stats):

@@ -122,12 +122,12 @@ class ResNetTrunk(nn.Module):
     blocks_per_stage, bottleneck = resnet._STAGES[self.depth]
     block = resnet.Bottleneck if bottleneck else resnet.BasicBlock
     if self.stem == 'imagenet':
-      x = resnet._conv(self.widths[0], 7, 2, 'conv1')(images_BxHxWxC)
-      x = nn.relu(resnet._batch_norm(train, 'bn1')(x))
+      x = resnet._conv(self.widths[0], 7, 2, 'conv1', jnp.float32)(images_BxHxWxC)
+      x = nn.relu(resnet._batch_norm(train, 'bn1', jnp.float32)(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      x = resnet._conv(self.widths[0], 3, 1, 'conv1')(images_BxHxWxC)
-      x = nn.relu(resnet._batch_norm(train, 'bn1')(x))
+      x = resnet._conv(self.widths[0], 3, 1, 'conv1', jnp.float32)(images_BxHxWxC)
+      x = nn.relu(resnet._batch_norm(train, 'bn1', jnp.float32)(x))
     stages = list(zip(blocks_per_stage, self.widths, strict=True))[:self.num_stages]
     for stage, (num_blocks, planes) in enumerate(stages):
       for i in range(num_blocks):
