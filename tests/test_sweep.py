@@ -101,6 +101,14 @@ def test_submitit_local_executor_trains_the_runs(sweep_file, tmp_path):
       assert 'steps/s' in f.read()
 
 
+def test_the_slurm_executor_without_slurm_is_a_one_line_error(sweep_file, tmp_path, monkeypatch):
+  from transfer_jax.errors import UserError
+  monkeypatch.setenv('PATH', str(tmp_path))  # No sbatch anywhere on PATH.
+  with pytest.raises(UserError, match='needs Slurm .no sbatch'):
+    sweep.run_sweep(sweep_file, str(tmp_path / 'runs'), executor='slurm')
+  assert not os.path.exists(tmp_path / 'runs')  # Nothing written.
+
+
 def test_bad_sweep_files_are_one_line_errors(tmp_path, capsys):
   assert sweep.main([str(tmp_path / 'missing.py')]) == 2
   assert 'no sweep file' in capsys.readouterr().err

@@ -54,6 +54,7 @@ end, the table's wall time and runs per hour.
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -151,6 +152,9 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
   if executor not in ('inline', 'process', 'submitit_local', 'slurm'):
     raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
                     'or slurm')
+  if executor == 'slurm' and not dry_run and shutil.which('sbatch') is None:
+    raise UserError('--executor=slurm needs Slurm (no sbatch on this machine); run the sweep '
+                    'where Slurm is installed, or use --executor=inline or process here')
   workdir = os.path.abspath(workdir)
   module, runs = load_sweep(path, extra_overrides, workdir)
   runs = select_runs(runs, only or [])
