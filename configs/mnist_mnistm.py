@@ -41,7 +41,14 @@ experiments/t2_mnist_mnistm.py (a sweep file + report); expected numbers there o
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
+from transfer_jax.config_lib import (
+  base_config,
+  data_config,
+  domain_config,
+  model_config,
+  parse_arg,
+  tiny_cadence,
+)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -70,12 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2500
   config.eval_batch_size = 1000
   if arg.tiny:                              # Seconds on a CPU: 6 steps, narrow heads.
-    config.total_steps = 6
-    config.batch_size = 16
-    config.eval_batch_size = 128
-    config.log_every_steps = 2
-    config.eval_every_steps = 3
-    config.checkpoint_every_steps = 3
+    tiny_cadence(config)
     config.model.classifier_hidden = (16,)
     config.model.discriminator_hidden = (16,)
   return config

@@ -52,7 +52,14 @@ experiments/t1_mnist_usps_skada.py (a sweep file + report); expected numbers the
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
+from transfer_jax.config_lib import (
+  base_config,
+  data_config,
+  domain_config,
+  model_config,
+  parse_arg,
+  tiny_cadence,
+)
 
 BATCH = 256
 EPOCHS = 10
@@ -109,10 +116,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000
   config.update_from_flattened_dict(METHOD_SETTINGS.get(arg.method, {}))
   if arg.tiny:
-    config.total_steps = 4
-    config.batch_size = 8
-    config.eval_batch_size = 128
-    config.log_every_steps = 2
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
+    tiny_cadence(config, 4, 8, 2)
   return config

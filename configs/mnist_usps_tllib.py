@@ -61,7 +61,14 @@ The table: experiments/t1_mnist_usps_tllib.py (a sweep file + report); expected 
 
 import ml_collections
 
-from transfer_jax.config_lib import base_config, data_config, domain_config, model_config, parse_arg
+from transfer_jax.config_lib import (
+  base_config,
+  data_config,
+  domain_config,
+  model_config,
+  parse_arg,
+  tiny_cadence,
+)
 
 # Per-method settings read from TLlib's scripts (a config override still wins).
 METHOD_SETTINGS = {
@@ -133,12 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000
   config.update_from_flattened_dict(METHOD_SETTINGS.get(arg.method, {}))
   if arg.tiny:
-    config.total_steps = 6
-    config.batch_size = 16
-    config.eval_batch_size = 128
-    config.log_every_steps = 2
-    config.eval_every_steps = 3
-    config.checkpoint_every_steps = 3
+    tiny_cadence(config)
     config.model.lenet_dense = (32,)
     config.model.bottleneck_dim = 16 if config.model.bottleneck_dim else 0
     config.model.discriminator_hidden = (16, 16)

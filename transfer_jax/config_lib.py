@@ -148,14 +148,18 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.distributed.num_processes = 0
   config.distributed.process_id = -1
   if tiny:
-    config.total_steps = 6
-    config.batch_size = 16
-    config.eval_batch_size = 128
-    config.log_every_steps = 2
-    config.eval_every_steps = 3
-    config.checkpoint_every_steps = 3
+    tiny_cadence(config)
   config.update_from_flattened_dict(METHOD_DEFAULTS.get(method, {}))
   return config
+
+
+def tiny_cadence(config: ml_collections.ConfigDict, total_steps: int = 6, batch_size: int = 16,
+                 every: int = 3) -> None:
+  """A config's `tiny` mode: a few small steps, logged every 2, evaluated and checkpointed
+  every `every` (seconds on a CPU; a test runs every config that way)."""
+  config.total_steps, config.batch_size, config.eval_batch_size = total_steps, batch_size, 128
+  config.log_every_steps = 2
+  config.eval_every_steps = config.checkpoint_every_steps = every
 
 
 # Settings a method brings with it when a config selects it (`:method=NAME`), from its paper
