@@ -101,8 +101,8 @@ def test_config_flags_forms_print_the_resolved_config(tmp_path, capsys):
     (['--config'], '--config needs a value'),
     (['--config=W/nothing.json'], 'not found'),
 ])
-def test_every_mistake_is_one_line(tmp_path, capsys, argv, expected):
-  os.chdir(tmp_path)
+def test_every_mistake_is_one_line(tmp_path, capsys, monkeypatch, argv, expected):
+  monkeypatch.chdir(tmp_path)
   assert main.main(argv) == 2
   assert expected in _one_error_line(capsys)
   assert not os.path.exists(tmp_path / 'W'), 'a rejected command must not touch the workdir'

@@ -389,3 +389,15 @@ def test_only_selects_runs_by_label_with_the_runs_they_need(tmp_path, capsys):
   pretrain = {'name': 'pre', 'arg': '', 'overrides': {}, 'labels': {}, 'needs': []}
   tune = {'name': 'tune', 'arg': 'recipe=l2', 'overrides': {}, 'labels': {}, 'needs': ['pre']}
   assert [r['name'] for r in sweep.select_runs([pretrain, tune], ['recipe=l2'])] == ['pre', 'tune']
+
+
+def test_a_failed_submitit_job_is_reported_by_its_error_not_its_log_path():
+  message = ("Job (task=0) failed during processing with trace:\n----------------------\n"
+             "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+             "ModuleNotFoundError: No module named 'transfer_jax'\n\n----------------------\n"
+             "You can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+             "  - /w/.submitit/1_0_log.err\n  - /w/.submitit/1_0_log.out")
+  assert sweep._last_error_line(message) == (
+      "ModuleNotFoundError: No module named 'transfer_jax' (job log: /w/.submitit/1_0_log.err)")
+  assert sweep._last_error_line('ValueError: bad\n') == 'ValueError: bad'
+  assert sweep._last_error_line('') == ''

@@ -253,10 +253,20 @@ def _execute(groups: list[list[tuple[str, str, list[str], str]]], executor: str,
     submit.update_parameters(**({'timeout_min': 60} | getattr(module, 'SLURM', {}))
                              if executor == 'slurm' else {'timeout_min': 60})
     futures = {}
-    for names, specs, overrides, run_dirs in columns:
-      progress.starting(names, run_dirs)
-      futures[submit.submit(logged_train_runs, list(specs), list(overrides),
-                            list(run_dirs))] = names
+    # The job unpickles `logged_train_runs`, so it must import this package whatever directory
+    # it starts in (an uninstalled checkout included): the job inherits this PYTHONPATH.
+    saved = os.environ.get('PYTHONPATH')
+    os.environ['PYTHONPATH'] = os.pathsep.join([ROOT] + ([saved] if saved else []))
+    try:
+      for names, specs, overrides, run_dirs in columns:
+        progress.starting(names, run_dirs)
+        futures[submit.submit(logged_train_runs, list(specs), list(overrides),
+                              list(run_dirs))] = names
+    finally:
+      if saved is None:
+        os.environ.pop('PYTHONPATH')
+      else:
+        os.environ['PYTHONPATH'] = saved
     for job, names in futures.items():
       ended(_outcomes(job, names))
   return results
@@ -267,9 +277,22 @@ def _outcomes(job: Any, names: tuple[str, ...]) -> list[tuple[str, str]]:
   try:
     return list(zip(names, job.result(), strict=True))
   except Exception as e:  # noqa: BLE001
-    print(f'run {", ".join(names)} failed: {type(e).__name__}: '
-          f'{str(e).splitlines()[-1] if str(e) else ""}', file=sys.stderr)
+    print(f'run {", ".join(names)} failed: {type(e).__name__}: {_last_error_line(str(e))}',
+          file=sys.stderr)
     return [(name, 'failed') for name in names]
+
+
+def _last_error_line(message: str) -> str:
+  """The line of an error message that says what went wrong: for a submitit job, the last line
+  of the job's traceback (its message ends with the paths of the job's logs, which follow)."""
+  lines = [line for line in message.splitlines() if line.strip()]
+  if not lines:
+    return ''
+  rules = [i for i, line in enumerate(lines) if set(line.strip()) == {'-'}]
+  if len(rules) >= 2 and rules[1] > rules[0] + 1:
+    logs = [line.strip()[2:] for line in lines[rules[1] + 1:] if line.strip().startswith('- ')]
+    return lines[rules[1] - 1].strip() + (f' (job log: {logs[0]})' if logs else '')
+  return lines[-1].strip()
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
