@@ -214,6 +214,8 @@ CASES = [
     Case('unknown_backbone', ('--config.model.backbone=resnet9000',), ('config.model.backbone',)),
     Case('unknown_batch_norm_mode', ('--config.model.batch_norm=bogus',),
          ('config.model.batch_norm',)),
+    Case('adabn_without_batch_norm', ('--config.model.batch_norm=adabn',),
+         ('config.model.batch_norm', 'no BatchNorm')),
     Case('unknown_normalize', ('--config.data.normalize=zscore',), ('config.data.normalize',)),
     Case('channels_two', ('--config.data.channels=2',), ('config.data.channels',)),
     Case('image_size_negative', ('--config.data.image_size=-1',), ('config.data.image_size',)),

@@ -16,6 +16,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from transfer_jax.errors import UserError
 from transfer_jax.models import TransferModel, build_model
 from transfer_jax.objectives.methods import Method, get_method
 from transfer_jax.objectives.regularizers import Regularizer, get_regularizer
@@ -82,6 +83,12 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
                       discriminator_input=discriminator_input)
 
   abstract_variables = jax.eval_shape(init_variables, jax.random.key(0))
+  batch_norm = config.model.get('batch_norm', 'train')
+  if batch_norm != 'train' and 'batch_stats' not in abstract_variables:
+    raise UserError(f'config.model.batch_norm={batch_norm!r} but this model has no BatchNorm '
+                    f'layer (backbone {config.model.backbone!r}); use a backbone with BatchNorm '
+                    '(e.g. resnet50, or mlp with model.backbone_batch_norm=True) or leave '
+                    "model.batch_norm='train'")
   pretrained = load_pretrained(config.init_from, abstract_variables)
   abstract_params = abstract_variables['params']
   transferred = (pretrained.loaded_mask(abstract_params) if pretrained is not None
