@@ -75,8 +75,8 @@ def grow(pretrain_dir: str, output: str, seed: int, noise: float) -> float:
   import jax
 
   from transfer_jax import config_lib
+  from transfer_jax.checkpoint import load_state
   from transfer_jax.models import build_model
-  from transfer_jax.training.checkpoint import load_state
   from transfer_jax.transfer import net2net
   from transfer_jax.transfer.params import save_flat
 

@@ -13,9 +13,9 @@ from test_train import assert_same_training
 
 from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import config_lib
+from transfer_jax.checkpoint import load_params
 from transfer_jax.objectives import METHODS
 from transfer_jax.training import train
-from transfer_jax.training.checkpoint import load_params
 
 # dann and source_only are covered by tests/test_train.py; shot needs a source model (below).
 TRAINED_HERE = [name for name in METHODS if name not in ('dann', 'source_only', 'shot', 'adda')]

@@ -12,13 +12,13 @@ import pytest
 
 from conftest import tiny_digits
 from transfer_jax import config_lib
+from transfer_jax.checkpoint import load_params
 from transfer_jax.errors import UserError
 from transfer_jax.models import build_model
 from transfer_jax.models.lenet import LeNetFeatures
 from transfer_jax.models.resnet import ResNetFeatures
 from transfer_jax.models.vgg import VGGFeatures
 from transfer_jax.training import train
-from transfer_jax.training.checkpoint import load_params
 
 # Small members of each family (the full-size ones compute the same way, only more of it).
 BACKBONES = {

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import config_lib
+from transfer_jax.checkpoint import load_params
 from transfer_jax.config_lib import domain_config, task_config
 from transfer_jax.training import train
-from transfer_jax.training.checkpoint import load_params
 
 SHARED_DATA = os.path.join(ROOT, '..', 'shared', 'datasets')
 

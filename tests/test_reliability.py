@@ -19,10 +19,10 @@ from jax.sharding import Mesh
 
 from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import main as main_lib
+from transfer_jax.checkpoint import load_params
 from transfer_jax.errors import UserError
 from transfer_jax.training import train
 from transfer_jax.training import workdir as workdir_lib
-from transfer_jax.training.checkpoint import load_params
 
 # Long enough for a dozen interruptions; a checkpoint every other step, so that kills land
 # inside saves too.

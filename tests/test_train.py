@@ -20,8 +20,8 @@ from jax.sharding import Mesh
 
 from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import config_lib
+from transfer_jax.checkpoint import load_params
 from transfer_jax.training import train
-from transfer_jax.training.checkpoint import load_params
 
 
 def _read_jsonl(path):

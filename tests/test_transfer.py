@@ -13,8 +13,8 @@ import pytest
 
 from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import config_lib
+from transfer_jax.checkpoint import load_params
 from transfer_jax.training import train
-from transfer_jax.training.checkpoint import load_params
 from transfer_jax.training.optimizer import build_optimizer
 from transfer_jax.transfer import pretrained as pretrained_lib
 
@@ -235,7 +235,7 @@ def test_frozen_batch_norm_keeps_the_transferred_statistics(tmp_path):
   frozen = _bn_config('frozen', **{'method.name': 'source_only',
                                    'init_from.path': str(tmp_path / 'source')})
   train.train_and_evaluate(frozen, str(tmp_path / 'frozen'))
-  from transfer_jax.training.checkpoint import load_state
+  from transfer_jax.checkpoint import load_state
   stats = load_state(str(tmp_path / 'frozen' / 'checkpoints'))['model_state']['batch_stats']
   np.testing.assert_array_equal(stats['backbone']['bn0']['mean'],
                                 source_stats['batch_stats/backbone/bn0/mean'])

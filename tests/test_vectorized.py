@@ -11,9 +11,9 @@ import pytest
 from test_train import _read_jsonl, assert_same_training
 
 from conftest import tiny_digits
+from transfer_jax.checkpoint import load_params
 from transfer_jax.errors import UserError
 from transfer_jax.training import train, vectorized
-from transfer_jax.training.checkpoint import load_params
 from transfer_jax.training.inputs import TrainBatches, load_domains, make_iterators
 
 # Three runs that differ in the seed and in all three step hyperparameters.

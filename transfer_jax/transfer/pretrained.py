@@ -24,7 +24,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from transfer_jax.checkpoint import load_state
 from transfer_jax.errors import UserError
+from transfer_jax.transfer import torch_import
 from transfer_jax.transfer.params import compile_regex, param_names
 
 
@@ -56,9 +58,7 @@ def read_checkpoint(cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     with np.load(path) as stored:
       return {name: stored[name] for name in stored.files}
   if path.endswith(('.pth', '.pt', '.safetensors')):
-    from transfer_jax.transfer import torch_import
     return torch_import.read_flat(path, cfg.torch_arch)
-  from transfer_jax.training.checkpoint import load_state
   directory = os.path.join(path, 'best' if cfg.best else 'checkpoints')
   if not os.path.isdir(directory):
     raise UserError(f'init_from.path={cfg.path!r}: no {os.path.basename(directory)}/ folder there; '
