@@ -14,6 +14,7 @@ import scipy.optimize
 from conftest import ROOT
 from transfer_jax import config_lib, data, probe
 from transfer_jax.features import extract, probes
+from transfer_jax.objectives import linear
 from transfer_jax.training import train
 
 
@@ -29,7 +30,7 @@ def test_ridge_equals_the_lstsq_solution(n, d):
   rng = np.random.default_rng(1)
   x, y = rng.normal(size=(n, d)), np.eye(3)[rng.integers(0, 3, n)]
   l2 = 0.1
-  kernel, bias = probes.ridge_fit(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), l2)
+  kernel, bias = linear.ridge_fit(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), l2)
   # (1/n)||Xc W - Yc||^2 + l2 ||W||^2 is the least-squares problem [Xc; sqrt(n l2) I] W = [Yc; 0].
   xc, yc = x - x.mean(0), y - y.mean(0)
   expected = np.linalg.lstsq(np.vstack([xc, np.sqrt(n * l2) * np.eye(d)]),
@@ -44,8 +45,8 @@ def test_logistic_regression_reaches_the_optimum(separable):
   if separable:
     x = x + 20.0 * np.eye(3, dtype=np.float32)[labels]  # Far apart: only L2 keeps W finite.
   l2 = 1e-2
-  params = probes.logistic_fit(jnp.asarray(x), jnp.asarray(labels), l2, 3)
-  grad = jax.grad(probes.logistic_loss)(params, x, labels, l2)
+  params = linear.logistic_fit(jnp.asarray(x), jnp.asarray(labels), l2, 3)
+  grad = jax.grad(linear.logistic_loss)(params, x, labels, l2)
   assert max(float(jnp.abs(g).max()) for g in grad) < 1e-4, 'the gradient vanishes there'
 
   def loss64(flat):  # The same objective in float64, for scipy.

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from transfer_jax.features.probes import logistic_fit
+from transfer_jax.objectives.linear import logistic_fit
 
 CRITERIA = ('source_val', 'entropy', 'snd', 'iwv', 'dev')
 
