@@ -12,6 +12,8 @@ import pytest
 
 from conftest import ROOT, TFDS_DIR
 from transfer_jax import sweep
+from transfer_jax.sweep_file import LOCATION_KEYS, legacy_run_name, run_name
+from transfer_jax.training import workdir as workdir_lib
 
 SWEEP = textwrap.dedent(f"""
     from transfer_jax.sweep import grid
@@ -37,10 +39,10 @@ def test_grid_random_search_and_run_names_are_deterministic():
   draws = list(sweep.random_search(5, seed=3, lr=('log', 1e-4, 1e-1), m=['sgd', 'adam']))
   assert draws == list(sweep.random_search(5, seed=3, lr=('log', 1e-4, 1e-1), m=['sgd', 'adam']))
   assert all(1e-4 <= d['lr'] <= 1e-1 and d['m'] in ('sgd', 'adam') for d in draws)
-  name = sweep.run_name('configs/x.py', 'method=dann', {'seed': 0, 'method.trade_off': 0.3})
-  assert name == sweep.run_name('configs/x.py', 'method=dann', {'method.trade_off': 0.3, 'seed': 0})
+  name = run_name('configs/x.py', 'method=dann', {'seed': 0, 'method.trade_off': 0.3})
+  assert name == run_name('configs/x.py', 'method=dann', {'method.trade_off': 0.3, 'seed': 0})
   assert name.startswith('method=dann_seed=0_trade_off=0.3-')
-  assert name != sweep.run_name('configs/x.py', 'method=dann', {'seed': 1, 'method.trade_off': 0.3})
+  assert name != run_name('configs/x.py', 'method=dann', {'seed': 1, 'method.trade_off': 0.3})
 
 
 def test_sweep_runs_each_run_once_and_a_rerun_skips_them(sweep_file, tmp_path, capsys):
@@ -76,17 +78,18 @@ def test_a_live_lock_is_respected_and_a_dead_ones_is_taken_over(sweep_file, tmp_
   holder = subprocess.Popen([sys.executable, '-c', (
       'import fcntl, sys, time; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); '
       'f.write("{\\"pid\\": 1, \\"host\\": \\"h\\"}"); f.flush(); print("locked", flush=True); '
-      'time.sleep(600)'), os.path.join(live, sweep.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+      'time.sleep(600)'), os.path.join(live, workdir_lib.LOCK_FILE)], stdout=subprocess.PIPE,
+      text=True)
   try:
     assert holder.stdout.readline().strip() == 'locked'
-    with open(os.path.join(dead, sweep.LOCK_FILE), 'w') as f:
+    with open(os.path.join(dead, workdir_lib.LOCK_FILE), 'w') as f:
       f.write(f'{{"host": "{socket.gethostname()}", "pid": 999999}}')
     outcomes = sweep.run_sweep(sweep_file, workdir)
   finally:
     holder.kill()
     holder.wait()
   assert outcomes['running'] == [runs[0]['name']] and outcomes['trained'] == [runs[1]['name']]
-  assert sweep.lock_holder(dead) is None   # Released after training.
+  assert workdir_lib.lock_holder(dead) is None   # Released after training.
 
 
 def test_submitit_local_executor_trains_the_runs(sweep_file, tmp_path):
@@ -357,14 +360,14 @@ def test_run_names_come_from_the_labels_and_leave_the_data_locations_out(tmp_pat
   assert [r['name'].rsplit('-', 1)[0] for r in runs] == ['task=M2O'] * 4  # Labels: only the task.
   assert len({r['name'] for r in runs}) == 4
   labels = {'task': 'A→W', 'method': 'dann', 'seed': 0}
-  name = sweep.run_name('c.py', 'method=dann', {'seed': 0}, labels)
+  name = run_name('c.py', 'method=dann', {'seed': 0}, labels)
   assert name.startswith('task=A2W_method=dann_seed=0-')
-  for location in sweep.LOCATION_KEYS:   # Another checkout's data folders: the same run.
-    assert sweep.run_name('c.py', 'method=dann', {'seed': 0, location: '/elsewhere'},
+  for location in LOCATION_KEYS:   # Another checkout's data folders: the same run.
+    assert run_name('c.py', 'method=dann', {'seed': 0, location: '/elsewhere'},
                           labels) == name
-  assert sweep.run_name('c.py', 'method=dann', {'seed': 1}, labels) != name
+  assert run_name('c.py', 'method=dann', {'seed': 1}, labels) != name
   # A run made under the earlier naming keeps its workdir.
-  legacy = sweep.legacy_run_name(runs[0]['config'], runs[0]['arg'], runs[0]['overrides'])
+  legacy = legacy_run_name(runs[0]['config'], runs[0]['arg'], runs[0]['overrides'])
   os.makedirs(tmp_path / 'runs' / legacy)
   _, found = sweep.load_sweep(str(path), workdir=str(tmp_path / 'runs'))
   assert found[0]['name'] == legacy and found[1]['name'] == runs[1]['name']

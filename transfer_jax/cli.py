@@ -11,28 +11,19 @@ Each subcommand is the module of the same name (`python -m transfer_jax.main`, `
 `.report`, `.plots`, `.probe`), with the same flags; `transfer-jax SUBCOMMAND --help` prints them.
 """
 
-import argparse
 import ast
 import glob
+import importlib
 import inspect
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from transfer_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTS = ('configs', 'methods', 'datasets', 'rules')
-
-
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse with a one-line error (what is wrong, and where the flags are listed) instead of
-  the usage block; for the subcommands that take files and workdirs (sweep, report, plots)."""
-
-  def error(self, message: str) -> NoReturn:
-    self.exit(2, f'error: {message}; `{self.prog} --help` lists the flags\n')
 
 
 def _first_sentence(text: str | None) -> str:
@@ -55,7 +46,7 @@ def list_configs(root: str = ROOT) -> list[tuple[str, str]]:
 
 def list_methods() -> list[tuple[str, str]]:
   """(config.method.name, the method and its paper) from objectives.METHODS."""
-  from transfer_jax.objectives.methods import METHODS
+  from transfer_jax.objectives.methods import METHODS  # Here: `transfer-jax --help` needs no jax.
   entries = []
   for name, method in METHODS.items():
     loss = getattr(method.loss, 'func', method.loss)  # functools.partial (cdan_e).
@@ -65,7 +56,7 @@ def list_methods() -> list[tuple[str, str]]:
 
 def list_datasets() -> list[tuple[str, str]]:
   """(name, its stored splits and description) of every named dataset."""
-  from transfer_jax.data.builders import DATASETS
+  from transfer_jax.data.builders import DATASETS  # Here: `transfer-jax --help` needs no TFDS.
   entries = []
   for name, entry in DATASETS.items():
     description = entry.builder.DESCRIPTION or _first_sentence(entry.builder.__doc__)
@@ -79,7 +70,7 @@ def list_datasets() -> list[tuple[str, str]]:
 
 def list_rules() -> list[tuple[str, str]]:
   """(rule, what it selects) of the report's model-selection rules."""
-  from transfer_jax import report
+  from transfer_jax import report  # Here: `transfer-jax --help` needs no jax.
   rules = [*report.RULES, *(r for r in report.RULE_DESCRIPTIONS if r not in report.RULES)]
   return [(rule, report.RULE_DESCRIPTIONS.get(rule)
            or f'the evaluation maximising {report.RULES[rule]}') for rule in rules]
@@ -104,7 +95,6 @@ def _commands() -> dict[str, Callable[[Sequence[str]], int]]:
   # Each subcommand's module is imported only when it runs (jax and TFDS take seconds).
   def run(module: str) -> Callable[[Sequence[str]], int]:
     def call(argv: Sequence[str]) -> int:
-      import importlib
       return importlib.import_module(f'transfer_jax.{module}').main(list(argv))
     return call
 

@@ -29,10 +29,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import ml_collections
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from transfer_jax import cli
-from transfer_jax.errors import UserError
+from transfer_jax import report
+from transfer_jax.errors import ArgumentParser, UserError
+from transfer_jax.features import extract, probes
+from transfer_jax.sweep_file import load_sweep, run_labels
+from transfer_jax.training import workdir as workdir_lib
 
 MARKERS = 'os^vD<>PX*ph8d'
 DOMAIN_COLOURS = {'source': 'tab:blue', 'target': 'tab:red'}
@@ -42,13 +47,10 @@ DOMAIN_COLOURS = {'source': 'tab:blue', 'target': 'tab:red'}
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The records of WORKDIR/metrics.jsonl (one per log or evaluation step)."""
-  from transfer_jax.training import workdir as workdir_lib
-  from transfer_jax.training.writers import MetricsLog
-  path = os.path.join(workdir, workdir_lib.METRICS_FILE)
-  if not os.path.isfile(path):
+  if not os.path.isfile(os.path.join(workdir, workdir_lib.METRICS_FILE)):
     raise UserError(f'no {workdir_lib.METRICS_FILE} in {workdir}; give the workdir of a run '
                     'that has logged at least one step')
-  return MetricsLog(path).read()
+  return workdir_lib.read_metrics(workdir)
 
 
 def metric_series(records: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -105,17 +107,14 @@ def sweep_curves(path: str, workdir: str, metric: str = '', rows: Sequence[str] 
                  columns: Sequence[str] = ()) -> tuple[dict, list[str], dict[str, Any]]:
   """{column: {row: aggregate(...)}} of a sweep's finished runs (summary.json written), the
   names of the runs left out as unfinished, and the sweep's TABLE (rows, columns, seed keys)."""
-  from transfer_jax import report
-  from transfer_jax import sweep as sweep_lib
-  from transfer_jax.training import workdir as workdir_lib
-  module, runs = sweep_lib.load_sweep(path, workdir=workdir)
+  module, runs = load_sweep(path, workdir=workdir)
   table = {**report.DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
   metric = metric or table['metric']
   series: dict[str, dict[str, list]] = {}
   missing = []
   needed = {need for run in runs for need in run['needs']}
   for run in runs:
-    labels = sweep_lib.run_labels(run)
+    labels = run_labels(run)
     if run['name'] in needed and table['rows'] not in labels:
       continue  # A run others start from (a pretraining), not a row: as in the report.
     for key in ('rows', 'columns', 'seed'):
@@ -207,15 +206,10 @@ def run_features(workdir: str, splits: Sequence[str] = ('source/test', 'target/t
                  step: int = -1, cache_dir: str = '') -> dict[str, Any]:
   """Backbone features of a run's checkpoint at `step` (-1: the latest) on `splits`, through
   `features.extract` with the run's own config.json; {split: extract.Features}."""
-  import ml_collections
-
-  from transfer_jax.features import extract
-  from transfer_jax.training import workdir as workdir_lib
-  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-  if not os.path.isfile(path):
+  saved = workdir_lib.read_saved_config(workdir)
+  if saved is None:
     raise UserError(f'no {workdir_lib.CONFIG_FILE} in {workdir}; give the workdir of a run')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(saved)
   config.init_from.update(path=os.path.abspath(workdir), step=step, best=False, load='.*',
                           skip='', rename=())
   features, _ = extract.extract_all(config, cache_dir or os.path.join(workdir, 'features'))
@@ -232,7 +226,6 @@ def proxy_a_distance(source_features: np.ndarray, target_features: np.ndarray,
   test error of a linear classifier (L2 logistic regression, `features.probes`) told to separate
   the domains. Both domains are subsampled to the same size (chance error 0.5, PAD 0), half of
   each trains (a quarter of that half chooses the L2 strength), the other half tests."""
-  from transfer_jax.features import probes
   n = min(len(source_features), len(target_features))
   if n < 8:
     raise UserError(f'the proxy A-distance needs at least 8 examples per domain, got {n}')
@@ -253,7 +246,6 @@ def proxy_a_distance(source_features: np.ndarray, target_features: np.ndarray,
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
   """2-d t-SNE (van der Maaten and Hinton 2008) of standardised features, PCA-initialised."""
   from sklearn.manifold import TSNE
-  from threadpoolctl import threadpool_limits
   x = (features - features.mean(0)) / np.maximum(features.std(0), 1e-6)
   perplexity = min(30.0, (len(x) - 1) / 3)
   # One OpenMP thread: on a busy machine the spinning threads of sklearn's Barnes-Hut gradient
@@ -340,12 +332,11 @@ def format_pads(pads: Sequence[tuple[float, float]], labels: Sequence[str]) -> s
 def _run_title(workdir: str) -> str:
   """'dann A→W s0' from the run's config.json, else the workdir's name."""
   try:
-    with open(os.path.join(workdir, 'config.json')) as f:
-      config = json.load(f)
+    config = workdir_lib.read_saved_config(workdir)
     domains = [config['data'][r]['name'].rsplit('/', 1)[-1][:1].upper() for r in ('source',
                                                                                     'target')]
     return f'{config["method"]["name"]} {"→".join(domains)} s{config["seed"]}'
-  except (OSError, KeyError, TypeError, ValueError):
+  except (OSError, KeyError, TypeError, ValueError):   # UserError too: an unreadable config.
     return os.path.basename(os.path.normpath(workdir))[:30]
 
 
@@ -379,8 +370,8 @@ def save_figure(fig: Any, output: str) -> list[str]:
 # -------------------------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:
-  parser = cli.ArgumentParser(prog='transfer-jax plots', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(prog='transfer-jax plots', description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest='command', required=True)
   common = argparse.ArgumentParser(add_help=False)
   common.add_argument('--output', required=True, help='PREFIX of PREFIX.png and PREFIX.pdf')

@@ -28,15 +28,16 @@ are not in the table: a line lists their final accuracies and wall time.
 """
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
 import numpy as np
 
-from transfer_jax import cli, selection
+from transfer_jax import selection
 from transfer_jax import sweep as sweep_lib
+from transfer_jax.errors import ArgumentParser, UserError
+from transfer_jax.sweep_file import load_sweep, run_labels
 from transfer_jax.training import workdir as workdir_lib
 
 DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
@@ -66,26 +67,19 @@ RULE_DESCRIPTIONS = {
 }
 
 
-def run_labels(module: Any, run: dict[str, Any]) -> dict[str, Any]:
-  """The labels a table groups a run by (see the module docstring and `sweep.run_labels`)."""
-  del module  # The labels are the run's own.
-  return sweep_lib.run_labels(run)
-
-
 def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ...] = ('last',),
             extra_overrides: dict[str, Any] | None = None) -> tuple[dict, dict[str, Any]]:
   """{rule: {(row, column): {seed: value}}} (a rule's value is the metric at the evaluation that
   rule selects) and what else the report shows: {'missing': unfinished runs, 'commits': of the
   finished ones, 'rows': every row label, 'costs': {row: {'wall_s': [...], 'trainable': [...]}},
   'inputs': [(name, summary)] of the runs that others need and that are not in the table}."""
-  from transfer_jax.errors import UserError
-  module, runs = sweep_lib.load_sweep(path, extra_overrides, workdir)
+  _, runs = load_sweep(path, extra_overrides, workdir)
   needed = {need for run in runs for need in run['needs']}
   cells: dict[str, dict[tuple[str, str], dict[Any, float]]] = {rule: {} for rule in rules}
   info: dict[str, Any] = {'missing': [], 'commits': set(), 'rows': set(), 'costs': {},
                           'inputs': []}
   for run in runs:
-    labels = run_labels(module, run)
+    labels = run_labels(run)
     summary = workdir_lib.read_summary(os.path.join(workdir, run['name']))
     if run['name'] in needed and table['rows'] not in labels:
       info['inputs'].append((run['name'], summary))
@@ -107,7 +101,8 @@ def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ..
     cost['trainable'].append(summary.get('trainable_param_count'))
     column = str(labels[table['columns']]) if table['columns'] else table['metric']
     seed = labels[table['seed']] if table['seed'] else 0
-    records = _eval_records(os.path.join(workdir, run['name']), table['metric'])
+    records = [r for r in workdir_lib.read_metrics(os.path.join(workdir, run['name']))
+               if table['metric'] in r]
     for rule in rules:
       record = select_record(rule, records, summary, table)
       if record is not None:
@@ -128,14 +123,6 @@ def select_record(rule: str, records: list[dict[str, Any]], summary: dict[str, A
   return selection.best_step(records, RULES[rule])
 
 
-def _eval_records(run_dir: str, metric: str) -> list[dict[str, Any]]:
-  path = os.path.join(run_dir, workdir_lib.METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [r for r in map(json.loads, f) if metric in r]
-
-
 def format_tables(cells: dict, table: dict[str, Any], footer: str,
                   average: bool = True) -> tuple[str, str]:
   """The Markdown and LaTeX tables of `cells` ({(row, column): {seed: value}}), with an 'avg'
@@ -146,15 +133,14 @@ def format_tables(cells: dict, table: dict[str, Any], footer: str,
   def stats(values):
     return (float(np.mean(values)), float(np.std(values)), len(values))
 
+  averages = row_averages(cells) if average and len(columns) > 1 else {}
   grid = {}
   for row in rows:
     for column in columns:
       if (row, column) in cells:
         grid[row, column] = stats(list(cells[row, column].values()))
-    seeds = set.intersection(*(set(cells.get((row, c), {})) for c in columns))
-    if average and len(columns) > 1 and seeds:
-      grid[row, 'avg'] = stats([np.mean([cells[row, c][s] for c in columns])
-                                for s in sorted(seeds, key=str)])
+    if row in averages:
+      grid[row, 'avg'] = stats(list(averages[row].values()))
   header = columns + (['avg'] if average and len(columns) > 1 else [])
   md = ([f'# {table["title"]}', ''] if table['title'] else []) + [
       f'| {table["rows"]} | ' + ' | '.join(header) + ' |', '|---|' + '---|' * len(header)]
@@ -171,13 +157,16 @@ def format_tables(cells: dict, table: dict[str, Any], footer: str,
 
 
 def row_averages(cells: dict) -> dict[str, dict[Any, float]]:
-  """{row: {seed: the mean over the columns}}, for the seeds a row has in every column."""
+  """{row: {seed: the mean over the columns}} ({(row, column): {seed: value}} in), for the seeds
+  a row has in every column, in the order of their names; rows with no such seed are left out.
+  The one seed-wise average of the tables: the 'avg' column, the versus and selection tables."""
   columns = list(dict.fromkeys(c for _, c in cells))
   averages = {}
   for row in dict.fromkeys(r for r, _ in cells):
     seeds = set.intersection(*(set(cells.get((row, c), {})) for c in columns))
     if seeds:
-      averages[row] = {s: float(np.mean([cells[row, c][s] for c in columns])) for s in seeds}
+      averages[row] = {s: float(np.mean([cells[row, c][s] for c in columns]))
+                       for s in sorted(seeds, key=str)}
   return averages
 
 
@@ -252,13 +241,8 @@ def inputs_line(inputs: list[tuple[str, dict | None]], scale: float) -> str:
 
 def _with_selection(cells: dict, table: dict[str, Any], footer: str) -> tuple[str, str]:
   """A summary (rows x rules, the average over tasks), then one table per rule."""
-  summary = {}
-  for rule, rule_cells in cells.items():
-    columns = list(dict.fromkeys(c for _, c in rule_cells))
-    for row in dict.fromkeys(r for r, _ in rule_cells):
-      seeds = set.intersection(*(set(rule_cells.get((row, c), {})) for c in columns))
-      if seeds:
-        summary[row, rule] = {s: np.mean([rule_cells[row, c][s] for c in columns]) for s in seeds}
+  summary = {(row, rule): seeds for rule, rule_cells in cells.items()
+             for row, seeds in row_averages(rule_cells).items()}
   head_md, head_tex = format_tables(summary, {**table, 'title': (table['title'] + ': average '
                                                                  'over tasks, per selection rule')},
                                     'Each rule picks one evaluation step per run: the last '
@@ -300,9 +284,8 @@ def _tex(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  from transfer_jax.errors import UserError
-  parser = cli.ArgumentParser(prog='transfer-jax report',
-                              description=__doc__.splitlines()[0])
+  parser = ArgumentParser(prog='transfer-jax report',
+                          description=__doc__.splitlines()[0])
   parser.add_argument('sweep_file')
   parser.add_argument('--workdir', default='', help='default: runs/NAME (as the sweep)')
   parser.add_argument('--metric', default='', help="default: TABLE['metric']")
@@ -317,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
   name = os.path.splitext(os.path.basename(args.sweep_file))[0]
   try:
     extra = sweep_lib.parse_overrides(args.override)
-    module, _ = sweep_lib.load_sweep(args.sweep_file, extra)
+    module, _ = load_sweep(args.sweep_file, extra)
     table = {**DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
     if args.metric:
       table['metric'] = args.metric
@@ -356,7 +339,6 @@ def publish_path(args: argparse.Namespace, info: dict[str, Any], workdir: str, n
   """Where the tables go: --output; with --publish the committed experiments/NAME beside the
   sweep file, only when every run (and every run they start from) is finished; else the sweep's
   workdir, so a partial or smoke-test report never replaces a committed table."""
-  from transfer_jax.errors import UserError
   if not args.publish:
     return args.output or os.path.join(workdir, name)
   if args.output or args.override:

@@ -59,26 +59,18 @@ import subprocess
 import sys
 from typing import Any
 
-from transfer_jax import cli
-from transfer_jax.sweep_file import (  # noqa: F401 (grid, random_search, ...: public names)
-  LOCATION_KEYS,
-  RUN_KEYS,
+from transfer_jax import config_lib
+from transfer_jax.errors import ArgumentParser, UserError
+from transfer_jax.sweep_file import (  # noqa: F401 (grid, random_search: for sweep files)
   grid,
-  legacy_run_name,
   load_sweep,
+  parse_overrides,
   random_search,
-  run_labels,
-  run_name,
   select_runs,
 )
 from transfer_jax.sweep_progress import Progress, logged_train_runs, table_figures
-from transfer_jax.sweep_worker import (  # noqa: F401 (LOCK_FILE, train_run(s): public names)
-  LOCK_FILE,
-  alive,
-  lock_holder,
-  train_run,
-  train_runs,
-)
+from transfer_jax.training import workdir as workdir_lib
+from transfer_jax.training.vectorized import group_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_WORKDIR = '{sweep_workdir}'   # Placeholder in override values (see the docstring).
@@ -97,16 +89,13 @@ def _override_strings(run: dict[str, Any], sweep_workdir: str) -> list[str]:
 def status(run: dict[str, Any], workdir: str) -> str:
   """'done' (summary at the last step), 'running' (a live lock), or 'todo'. `workdir` is the
   run's, inside the sweep's workdir."""
-  from transfer_jax import config_lib
-  from transfer_jax.training import workdir as workdir_lib
   summary = workdir_lib.read_summary(workdir)
   if summary is not None:
     overrides = _override_strings(run, os.path.dirname(os.path.abspath(workdir)))
     total = config_lib.load_config(_spec(run), overrides).total_steps
     if summary.get('steps') == total:
       return 'done'
-  holder = lock_holder(workdir)
-  return 'running' if holder is not None and alive(holder) else 'todo'
+  return 'running' if workdir_lib.lock_holder(workdir) is not None else 'todo'
 
 
 def _subprocess_runs(specs: list[str], overrides: list[list[str]],
@@ -130,12 +119,10 @@ def groups_of(jobs: list[tuple[str, str, list[str], str]], runs: dict[str, dict[
   of their first run."""
   if size <= 1:
     return [[job] for job in jobs]
-  from transfer_jax.training.vectorized import VECTOR_KEYS
   groups: dict[str, list] = {}
   for job in jobs:
     run = runs[job[0]]
-    key = repr((run['config'], run['arg'], sorted((k, str(v)) for k, v in run['overrides'].items()
-                                                  if k not in VECTOR_KEYS)))
+    key = group_key(run['config'], run['arg'], run['overrides'])
     if key not in groups or len(groups[key][-1]) >= size:
       groups.setdefault(key, []).append([])
     groups[key][-1].append(job)
@@ -148,7 +135,6 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
   """Runs every run of the sweep (or the subset `only` selects, see `select_runs`) that is not
   done, wave by wave (see 'needs'), up to `vectorize` runs together as one vectorized group;
   returns {outcome: [run names]}."""
-  from transfer_jax.errors import UserError
   if executor not in ('inline', 'process', 'submitit_local', 'slurm'):
     raise UserError(f'unknown --executor={executor!r}; choose inline, process, submitit_local '
                     'or slurm')
@@ -207,7 +193,6 @@ def run_sweep(path: str, workdir: str, executor: str = 'inline', parallel: int =
       if outcome == 'trained':
         finished.add(name)
   print('sweep finished: ' + ', '.join(f'{len(v)} {k}' for k, v in outcomes.items() if v))
-  from transfer_jax.training import workdir as workdir_lib
   print(table_figures([workdir_lib.read_summary(os.path.join(workdir, run['name']))
                        for run in runs], len(outcomes['trained']), progress.elapsed()))
   return outcomes
@@ -246,7 +231,7 @@ def _execute(groups: list[list[tuple[str, str, list[str], str]]], executor: str,
       for future in concurrent.futures.as_completed(futures):
         ended(_outcomes(future, futures[future]))
   else:
-    import submitit
+    import submitit  # An optional dependency, for these two executors only.
     folder = os.path.join(workdir, '.submitit')
     submit = (submitit.LocalExecutor(folder=folder) if executor == 'submitit_local'
               else submitit.AutoExecutor(folder=folder, cluster='slurm'))
@@ -295,23 +280,9 @@ def _last_error_line(message: str) -> str:
   return lines[-1].strip()
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-  """{key: value} from `--override key=value` flags (values stay strings: the config parses
-  them)."""
-  from transfer_jax.errors import UserError
-  overrides = {}
-  for item in items:
-    key, sep, value = item.partition('=')
-    if not sep or not key:
-      raise UserError(f'--override {item!r} is not KEY=VALUE; e.g. --override total_steps=4')
-    overrides[key] = value
-  return overrides
-
-
 def main(argv: list[str] | None = None) -> int:
-  from transfer_jax.errors import UserError
-  parser = cli.ArgumentParser(prog='transfer-jax sweep',
-                              description=__doc__.splitlines()[0])
+  parser = ArgumentParser(prog='transfer-jax sweep',
+                          description=__doc__.splitlines()[0])
   parser.add_argument('sweep_file')
   parser.add_argument('--workdir', default='', help='default: runs/NAME')
   parser.add_argument('--executor', default='inline')

@@ -1,6 +1,7 @@
 """Reading a sweep file (see `transfer_jax.sweep`): its runs, their workdir names and labels,
 the waves their `needs` put them in, and the `--only` subset. `grid` and `random_search` build
-a sweep file's runs."""
+a sweep file's runs; `parse_overrides` reads the `--override` flags of the sweep and the
+report."""
 
 import hashlib
 import importlib.util
@@ -10,6 +11,10 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
+
+from transfer_jax.errors import UserError
 
 RUN_KEYS = ('arg', 'overrides', 'config', 'labels', 'name', 'needs', 'before')
 # Where files are found, not what a run computes: left out of the run names' hash.
@@ -26,7 +31,6 @@ def grid(**axes: Any) -> Iterator[dict[str, Any]]:
 def random_search(num: int, seed: int = 0, **distributions: Any) -> Iterator[dict[str, Any]]:
   """`num` draws; a distribution is a list (uniform choice) or ('log', low, high) / ('uniform',
   low, high). The same seed gives the same draws, so a rerun finds the same workdirs."""
-  import numpy as np
   rng = np.random.default_rng(seed)
   for _ in range(num):
     draw = {}
@@ -46,7 +50,6 @@ def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None,
   """The sweep module and its runs, each {'arg', 'overrides', 'config', 'labels', 'name',
   'needs', 'before', 'wave'}; `extra_overrides` are added to every run (and to its name). With
   `workdir`, a run that exists there under its name of before the label-based names keeps it."""
-  from transfer_jax.errors import UserError
   if not os.path.isfile(path):
     raise UserError(f'no sweep file {path!r}; give experiments/NAME.py')
   spec = importlib.util.spec_from_file_location('sweep_file', path)
@@ -90,7 +93,6 @@ def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None,
 
 def _assign_waves(path: str, runs: list[dict[str, Any]]) -> None:
   """Sets each run's 'wave': 0 without needs, else one more than the latest of its needs."""
-  from transfer_jax.errors import UserError
   by_name = {run['name']: run for run in runs}
   for run in runs:
     for need in run['needs']:
@@ -154,7 +156,6 @@ def run_labels(run: dict[str, Any]) -> dict[str, Any]:
 def select_runs(runs: list[dict[str, Any]], only: list[str]) -> list[dict[str, Any]]:
   """The runs whose labels match every `KEY=VALUE` of `only` (a key given twice: either
   value), with the runs they need; one-line errors for a key no run has or an empty subset."""
-  from transfer_jax.errors import UserError
   wanted: dict[str, set[str]] = {}
   for item in only:
     key, sep, value = item.partition('=')
@@ -182,3 +183,15 @@ def select_runs(runs: list[dict[str, Any]], only: list[str]) -> list[dict[str, A
         chosen.add(need)
         pending.append(need)
   return [run for run in runs if run['name'] in chosen]
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+  """{key: value} from `--override key=value` flags (values stay strings: the config parses
+  them)."""
+  overrides = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or not key:
+      raise UserError(f'--override {item!r} is not KEY=VALUE; e.g. --override total_steps=4')
+    overrides[key] = value
+  return overrides

@@ -4,22 +4,12 @@ a time or several together as one vectorized group. The `process`, `submitit_loc
 executors of `transfer_jax.sweep` call `train_runs` in their own processes."""
 
 import sys
-from typing import Any
 
+from transfer_jax import config_lib
+from transfer_jax.training import runtime, train
 from transfer_jax.training import workdir as workdir_lib
 
-LOCK_FILE = workdir_lib.LOCK_FILE
 _LOCKS: dict[str, workdir_lib.WorkdirLock] = {}
-
-
-def lock_holder(workdir: str) -> dict[str, Any] | None:
-  """{'pid', 'host'} of the process training in `workdir`, None if none is."""
-  return workdir_lib.lock_holder(workdir)
-
-
-def alive(holder: dict[str, Any] | None) -> bool:
-  """Whether a holder from `lock_holder` still holds its lock (the kernel drops a dead one's)."""
-  return holder is not None
 
 
 def acquire(workdir: str) -> bool:
@@ -42,9 +32,6 @@ def train_runs(specs: list[str], overrides: list[list[str]], workdirs: list[str]
   """Trains runs in this process under their locks, several together as one vectorized group
   (`transfer_jax.training.train.train_runs`); an outcome per run: 'trained', 'skipped' (locked
   elsewhere) or 'failed' (e.g. its loss became NaN while the others of its group finished)."""
-  from transfer_jax import config_lib
-  from transfer_jax.training import runtime, train
-  from transfer_jax.training import workdir as workdir_lib
   held = [acquire(workdir) for workdir in workdirs]
   chosen = [i for i, h in enumerate(held) if h]
   error = None
@@ -74,8 +61,3 @@ def train_runs(specs: list[str], overrides: list[list[str]], workdirs: list[str]
       print(f'run {workdir} failed: {type(error).__name__}: {error}', file=sys.stderr)
       outcomes.append('failed')
   return outcomes
-
-
-def train_run(spec: str, overrides: list[str], workdir: str) -> str:
-  """Trains one run in this process under its lock: 'trained', 'skipped' (locked elsewhere)."""
-  return train_runs([spec], [overrides], [workdir])[0]

@@ -1,4 +1,5 @@
-"""The files of a run's workdir: config.json, summary.json, and the checks made on a rerun."""
+"""The files of a run's workdir: config.json, summary.json, metrics.jsonl (their readers for
+the experiment layer too), and the checks made on a rerun."""
 
 import contextlib
 import fcntl
@@ -247,6 +248,32 @@ def read_summary(workdir: str) -> dict[str, Any] | None:
       return json.load(f)
   except ValueError:
     return None   # A partial file (an old non-atomic write): the run is not finished.
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The records of WORKDIR/metrics.jsonl (one per log or evaluation event, each with `step`),
+  [] if there is none: the one reader of that file (the report, the plots; the loop's
+  `writers.MetricsLog.read` parses the same `metrics_lines`)."""
+  return [json.loads(line) for line in metrics_lines(os.path.join(workdir, METRICS_FILE))]
+
+
+def metrics_lines(path: str) -> list[str]:
+  """The complete JSON lines of a metrics file, [] if it is absent; a line cut by a kill (not
+  JSON, or not a record with a `step`) is dropped."""
+  if not os.path.exists(path):
+    return []
+  lines = []
+  with open(path) as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(record, dict) and 'step' in record:
+        lines.append(line)
+  return lines
 
 
 def write_summary(workdir: str, summary: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from transfer_jax.training import workdir as workdir_lib
+
 
 class EventFileWriter:
   """A TensorFlow-free CLU `MetricWriter` for TensorBoard scalars, texts and hyperparameters
@@ -121,8 +123,8 @@ class MetricsLog:
     recomputes and rewrites them identically, so that each step is in the file once."""
     if not os.path.exists(self.path):
       return
-    kept = [line if line.endswith('\n') else line + '\n' for line in _lines(self.path)
-            if json.loads(line)['step'] <= step]
+    kept = [line if line.endswith('\n') else line + '\n'
+            for line in workdir_lib.metrics_lines(self.path) if json.loads(line)['step'] <= step]
     tmp = f'{self.path}.tmp{os.getpid()}'
     with open(tmp, 'w') as f:
       f.writelines(kept)
@@ -131,25 +133,8 @@ class MetricsLog:
     os.replace(tmp, self.path)
 
   def read(self) -> list[dict[str, Any]]:
-    if not os.path.exists(self.path):
-      return []
-    return [json.loads(line) for line in _lines(self.path)]
-
-
-def _lines(path: str) -> list[str]:
-  """The complete JSON lines of a metrics file (an unparsable one, cut by a kill, is dropped)."""
-  lines = []
-  with open(path) as f:
-    for line in f:
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError:
-        continue
-      if isinstance(record, dict) and 'step' in record:
-        lines.append(line)
-  return lines
+    """The records written so far (parsed as `workdir.read_metrics` parses them)."""
+    return [json.loads(line) for line in workdir_lib.metrics_lines(self.path)]
 
 
 def truncate_events(workdir: str, step: int | None) -> None:
