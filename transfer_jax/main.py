@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from transfer_jax import config_lib
 from transfer_jax.errors import UserError
+from transfer_jax.training import runtime, train
 
 USAGE = ('usage: transfer-jax train --config=configs/NAME.py[:ARG] --workdir=DIR '
          '[--config.KEY=VALUE ...] [--print_config] [--flagfile=FILE]')
@@ -127,8 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if values.print_config:
       print(config)
       return 0
-    # Imported here: jax and the training stack are not needed to parse or print a config.
-    from transfer_jax.training import runtime, train
     runtime.setup(config)
     try:
       train.train_and_evaluate(config, workdir)

@@ -12,8 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from transfer_jax import features
 from transfer_jax import main as train_main
 from transfer_jax.errors import UserError
+from transfer_jax.training import runtime
 
 USAGE = ('usage: transfer-jax probe (or python -m transfer_jax.probe) '
          '--config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [--raw] '
@@ -31,9 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if values.print_config:
       print(config)
       return 0
-    # Imported here: jax is not needed to parse the command line.
-    from transfer_jax import features
-    from transfer_jax.training import runtime
     runtime.setup(config)
     features.probe_and_report(config, workdir, raw=values.raw, cache_dir=values.cache_dir)
   except UserError as e:

@@ -70,6 +70,7 @@ def _high_water_kib(pid: int) -> int:
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
   """This machine's fp32 matmul rate now (GFLOP/s): the best of `repeats` jitted size^3
   products, the ceiling a compute-bound step is compared against in the same run."""
+  # Imported here: bench.first_step imports this module before its child times the imports.
   import jax
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)

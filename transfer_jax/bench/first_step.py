@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def child(config_spec: str, workdir: str, cache_dir: str) -> None:
   """One run, as transfer_jax.main does it; prints its timings as one JSON line."""
   started = process_start_time()
+  # Imported here: this child times these imports (imports_s).
   from transfer_jax import config_lib
   from transfer_jax.training import runtime, train
   imported = time.time()

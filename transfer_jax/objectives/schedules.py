@@ -4,6 +4,8 @@ TLlib's, functions of the iteration alone (a run made with them can be continued
 import jax.numpy as jnp
 import optax
 
+from transfer_jax.errors import UserError
+
 
 def dann_trade_off(progress: jnp.ndarray, gamma: float = 10.0) -> jnp.ndarray:
   """Adaptation factor lambda_p = 2 / (1 + exp(-gamma * p)) - 1, rising from 0 to ~1."""
@@ -49,5 +51,4 @@ def ramp(name: str, progress: jnp.ndarray) -> jnp.ndarray:
     return progress
   if name == 'dann':
     return dann_trade_off(progress)
-  from transfer_jax.errors import UserError
   raise UserError(f"unknown weight schedule {name!r}; choose 'constant', 'linear' or 'dann'")

@@ -10,6 +10,9 @@ import threading
 import jax
 import ml_collections
 from absl import logging
+from jax._src import xla_bridge  # backends_are_initialized has no public alias.
+
+from transfer_jax.errors import UserError
 
 # XLA:CPU options the training step is faster with (python -m transfer_jax.bench.dann_step).
 # jaxlib 0.10.2 gives convolutions to YNNPACK by default; Eigen's run the DANN LeNet's training
@@ -40,7 +43,6 @@ def set_cpu_xla_flags(flags: tuple[str, ...] = CPU_XLA_FLAGS) -> list[str]:
   missing = [f for f in flags if f.split('=', 1)[0] not in current]
   if not missing:
     return []
-  from jax._src import xla_bridge  # backends_are_initialized has no public alias.
   if xla_bridge.backends_are_initialized():
     logging.warning('JAX already started its backends; XLA flags %s are not applied', missing)
     return []
@@ -88,7 +90,6 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
     if process_id < 0:
       process_id = int(os.environ.get('JAX_PROCESS_ID', -1))
     if num_processes < 1 or not 0 <= process_id < num_processes:
-      from transfer_jax.errors import UserError
       raise UserError(f'a multi-process run at {address} needs num_processes >= 1 and 0 <= '
                       f'process_id < num_processes (got {num_processes}, {process_id}); set '
                       'JAX_NUM_PROCESSES and JAX_PROCESS_ID or config.distributed')
