@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, TFDS_DIR, tiny_digits
 from transfer_jax import config_lib
 from transfer_jax.checkpoint import load_params
-from transfer_jax.training import train
+from transfer_jax.training import hooks, train
 from transfer_jax.training.optimizer import build_optimizer
 from transfer_jax.transfer import pretrained as pretrained_lib
 
@@ -72,7 +72,7 @@ def test_freeze_keeps_no_state_and_multipliers_scale_the_step():
   cfg = config_lib.base_config('source_only', tiny=True).optimizer
   cfg.update(dict(name='sgd', momentum=0.9, schedule='constant', learning_rate=0.1,
                   weight_decay=0.0, freeze='backbone/.*'))
-  optimizer, _ = build_optimizer(cfg, 10, params)
+  optimizer = build_optimizer(cfg, 10, params)
   state = optimizer.init(params)
   buffers = [x.size for x in jax.tree.leaves(state) if getattr(x, 'ndim', 0) > 0]
   assert sum(buffers) == 2, 'only the 2 trainable values carry momentum (counters aside)'
@@ -80,7 +80,7 @@ def test_freeze_keeps_no_state_and_multipliers_scale_the_step():
   updates, _ = optimizer.update(grads, state, params)
   np.testing.assert_array_equal(updates['backbone']['w'], 0.0)
   cfg.update(dict(freeze='', lr_multipliers=(('backbone/.*', 0.1),)))
-  optimizer, _ = build_optimizer(cfg, 10, params)
+  optimizer = build_optimizer(cfg, 10, params)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   np.testing.assert_allclose(updates['backbone']['w'], -0.01, rtol=1e-6)
   np.testing.assert_allclose(updates['classifier']['w'], -0.1, rtol=1e-6)
@@ -91,7 +91,7 @@ def test_gradual_unfreezing_moves_nothing_before_its_step():
   cfg = config_lib.base_config('source_only', tiny=True).optimizer
   cfg.update(dict(name='sgd', momentum=0.9, schedule='constant', learning_rate=0.1,
                   weight_decay=1e-2, unfreeze=(('backbone/.*', 3),)))
-  optimizer, _ = build_optimizer(cfg, 10, params)
+  optimizer = build_optimizer(cfg, 10, params)
   state = optimizer.init(params)
   grads = jax.tree.map(jnp.ones_like, params)
   moved = []
@@ -252,7 +252,7 @@ def test_adabn_evaluates_the_target_with_target_statistics(tmp_path):
   target = data_lib.load_domain(config.data.target, config.data, 'target')
   program = build_program(config, mesh, (6,), 2)
   state = program.init_state(jax.random.key(0))
-  adapted = train.adapt_batch_stats(program, state, target, config, mesh, {})
+  adapted = hooks.AdaBN(program, target, mesh, {}).for_target(state, config)
   kernel = np.asarray(state.params['backbone']['dense0']['kernel'])
   bias = np.asarray(state.params['backbone']['dense0']['bias'])
   inputs = np.concatenate([b['input'][b['mask']] for b in

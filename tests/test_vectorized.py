@@ -103,3 +103,26 @@ def test_a_group_reads_each_runs_batches_in_one_gather(in_memory):
   assert resumed.get_state(0) == group.get_state(1)
   np.testing.assert_array_equal(resumed.next()['target']['input'],
                                 next(alone[1]['target'])['input'])
+
+
+def test_a_method_sees_each_runs_trade_off_in_a_group(tmp_path):
+  """DANN's transfer loss is trade_off x its domain loss (constant schedule): per run, the ratio
+  of the logged means is that run's trade-off, not the first config's."""
+  trade_offs = (0.3, 1.0)
+  configs = [tiny_digits(seed=i, **{'method.trade_off': t}) for i, t in enumerate(trade_offs)]
+  assert configs[0].method.trade_off_schedule == 'constant'
+  workdirs = [str(tmp_path / str(i)) for i in range(len(configs))]
+  train.train_runs(configs, workdirs)
+  for workdir, trade_off in zip(workdirs, trade_offs, strict=True):
+    for record in _read_jsonl(os.path.join(workdir, 'metrics.jsonl')):
+      if 'train/transfer_loss' in record:
+        np.testing.assert_allclose(record['train/transfer_loss'] / record['dann/domain_loss'],
+                                   trade_off, rtol=1e-5)
+
+
+def test_a_method_cannot_read_the_trade_off_from_the_config():
+  from transfer_jax.training.step import MethodSettings
+  settings = MethodSettings(tiny_digits().method)
+  assert settings.grl_coeff == tiny_digits().method.grl_coeff
+  with pytest.raises(AttributeError, match='ctx.trade_off'):
+    _ = settings.trade_off

@@ -77,18 +77,18 @@ class JaxStep:
     config = config_lib.load_config(spec, overrides)
     runtime.setup(config)
     self.net, self.batch_size = net, config.batch_size
-    self.conv_impl = config.model.get('conv_impl', 'fused')
+    self.conv_impl = config.model.conv_impl
     self.mesh = parallel.make_mesh(config.num_devices)
     program = build_program(config, self.mesh, (28, 28, 1), num_classes=10)
     self.state = program.init_state(jax.random.key(config.seed))
     self.batch = parallel.to_global(random_batch(config.batch_size), self.mesh)
     self.rng = jax.random.key(1)
-    self.hparams = program.hparams
+    self.inputs = program.inputs
     start = time.perf_counter()
     # The executable that program.train_step compiles on its first call, compiled explicitly so
     # that its cost analysis can be read.
-    self.step = program.jitted_step.lower(self.state, self.batch, self.rng,
-                                          self.hparams).compile()
+    self.step = program.step.lower(self.state, self.batch, self.rng,
+                                    self.inputs).compile()
     self.compile_s = time.perf_counter() - start
     cost = self.step.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
@@ -99,7 +99,7 @@ class JaxStep:
 
   def run(self, count: int) -> None:
     for _ in range(count):
-      self.state, metrics = self.step(self.state, self.batch, self.rng, self.hparams)
+      self.state, metrics = self.step(self.state, self.batch, self.rng, self.inputs)
     jax.block_until_ready(metrics)
 
   def measure(self, steps: int, repeats: int, round_index: int) -> dict:

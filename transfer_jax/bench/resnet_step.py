@@ -99,9 +99,9 @@ class JaxStep:
     start = time.perf_counter()
     # The executable that program.train_step compiles on its first call, compiled explicitly so
     # that its cost analysis can be read.
-    self.hparams = program.hparams
-    self.step = program.jitted_step.lower(self.state, self.batch, self.rng,
-                                          self.hparams).compile()
+    self.inputs = program.inputs
+    self.step = program.step.lower(self.state, self.batch, self.rng,
+                                    self.inputs).compile()
     self.compile_s = time.perf_counter() - start
     cost = self.step.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
@@ -112,7 +112,7 @@ class JaxStep:
 
   def run(self, count: int) -> None:
     for _ in range(count):
-      self.state, metrics = self.step(self.state, self.batch, self.rng, self.hparams)
+      self.state, metrics = self.step(self.state, self.batch, self.rng, self.inputs)
     jax.block_until_ready(metrics)
 
   def measure(self, steps: int, repeats: int, round_index: int, peak: float | None) -> dict:

@@ -34,7 +34,7 @@ import numpy as np
 
 from transfer_jax import config_lib
 from transfer_jax.bench.common import median_rate, peak_rss_mib, report
-from transfer_jax.training import parallel, runtime, train, vectorized
+from transfer_jax.training import inputs, parallel, runtime, train, vectorized
 from transfer_jax.training.program import build_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,15 +58,15 @@ def step_mode(args, configs) -> dict:
   config = configs[0]
   runtime.setup(config)
   mesh = parallel.make_mesh(config.num_devices)
-  domains = train.load_domains(config)
-  decay = any(c.optimizer.weight_decay for c in configs)
+  domains = inputs.load_domains(config)
+  decay = vectorized.group_decay(configs)
   program = build_program(config, mesh, domains['target'].input_shape,
                           domains['labels'].num_classes, decay=decay)
   process = dict(process_index=0, process_count=1)
   shared = args.vary != 'seed'
   batches = []   # Per run (one list if shared): `steps` batches on the devices.
   for c in configs[:1] if shared else configs:
-    streams = train.make_iterators(program.streams, domains, c, process)
+    streams = inputs.make_iterators(program.streams, domains, c, process)
     batches.append([parallel.to_global({n: next(it) for n, it in streams.items()}, mesh)
                     for _ in range(args.steps)])
   programs = [build_program(c, mesh, domains['target'].input_shape,
@@ -80,10 +80,9 @@ def step_mode(args, configs) -> dict:
         states[i], metrics = p.train_step(states[i], batches[0 if shared else i][step], rngs[i])
       jax.block_until_ready(metrics)
 
-  init, vector_step = vectorized.vectorize(program, mesh, shared)
-  vector = {'state': init(vectorized.stack([jax.random.key(c.seed) for c in configs]))}
+  group = vectorized.VectorizedRuns(program, configs, mesh)
+  vector = {'state': group.init(vectorized.stack([jax.random.key(c.seed) for c in configs]))}
   vector_rngs = vectorized.stack(rngs)
-  hparams = vectorized.stacked_hparams(configs, mesh)
   stacked = (batches[0] if shared else
              [jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *step_batches)
               for step_batches in zip(*batches, strict=True)])
@@ -91,7 +90,7 @@ def step_mode(args, configs) -> dict:
 
   def together(count):
     for step in range(count):
-      vector['state'], metrics = vector_step(vector['state'], stacked[step], vector_rngs, hparams)
+      vector['state'], metrics = group.step(vector['state'], stacked[step], vector_rngs)
     jax.block_until_ready(metrics)
 
   figures = {}

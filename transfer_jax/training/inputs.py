@@ -12,7 +12,6 @@ from transfer_jax import data as data_lib
 from transfer_jax.data.pipeline import IndexOrder, gather_batches, in_memory
 from transfer_jax.errors import UserError
 from transfer_jax.objectives.methods import get_method
-from transfer_jax.training.step import STREAMS
 
 
 def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain]:
@@ -29,14 +28,14 @@ def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain
   if source_used:
     domains['source'] = data_lib.load_domain(config.data.source, config.data, 'source')
     data_lib.check_compatible(domains['source'], domains['target'], same_label_set=source_labels)
-  for name, task in config.get('tasks', {}).items():
+  for name, task in config.tasks.items():
     # A task with head '' shares the main classifier: another source domain (multi-source).
     domain = data_lib.load_domain(task.domain, config.data, f'tasks.{name}.domain')
     data_lib.check_compatible(domain, domains['target'], same_label_set=not task.head)
     domains[f'task_{name}'] = domain
   for split_name in config.eval_splits:
     role, _, split = split_name.partition('/')
-    if role in config.get('tasks', {}):
+    if role in config.tasks:
       role = 'task_' + role
     if split == 'train':
       raise UserError(f"config.eval_splits names {split_name!r}: training metrics already use "
@@ -49,6 +48,16 @@ def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain
   return domains
 
 
+# The data order of every stream a run reads (its seed offset from config.seed): the step's
+# fixed streams, then the hooks' passes (transfer_jax.training.hooks); task streams follow.
+STREAM_SEEDS = {'source': 0, 'target': 1, 'target_labeled': 2, 'fisher': 3, 'adabn': 4}
+
+
+def stream_seed(stream: str) -> int:
+  """The seed offset of a fixed stream or of a hook's pass (STREAM_SEEDS)."""
+  return STREAM_SEEDS[stream]
+
+
 def _stream_specs(streams: tuple[str, ...], domains: dict[str, data_lib.Domain]) -> dict:
   """Stream -> (domain role, split, labelled?, stream seed) for each stream the step uses."""
   specs = {  # stream -> (domain, split, labelled?); target labels only in target_labeled.
@@ -58,8 +67,8 @@ def _stream_specs(streams: tuple[str, ...], domains: dict[str, data_lib.Domain])
   }
   task_names = [name for name in domains if name.startswith('task_')]
   specs.update({name: (name, 'train', True) for name in task_names})
-  seeds = {name: i for i, name in enumerate(STREAMS)}   # Fisher and AdaBN take the next two.
-  seeds.update({name: len(STREAMS) + 2 + i for i, name in enumerate(task_names)})
+  seeds = dict(STREAM_SEEDS)
+  seeds.update({name: len(STREAM_SEEDS) + i for i, name in enumerate(task_names)})
   chosen = {}
   for stream in streams:
     role, split, labelled = specs[stream]

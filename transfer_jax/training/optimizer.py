@@ -78,6 +78,26 @@ def _rule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule, weight_decay
   return rule
 
 
+def _grouped(cfg: ml_collections.ConfigDict, labels: Any, groups: dict[str, tuple | None],
+             schedule: optax.Schedule, weight_decay: Any, decay: bool,
+             momentum: float | None) -> optax.GradientTransformation:
+  """The rule per group of `group_labels`: frozen, or the schedule times the group's multiplier
+  from the group's unfreeze step on."""
+  transforms = {}
+  for label, group in groups.items():
+    if group is None:
+      transforms[label] = optax.set_to_zero()
+      continue
+    multiplier, start = group
+    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count), weight_decay, decay,
+                 momentum)
+    transforms[label] = (optax.chain(frozen_until(start), rule, frozen_until(start)) if start
+                         else rule)
+  if len(transforms) == 1 and 'frozen' not in transforms:
+    return next(iter(transforms.values()))
+  return optax.multi_transform(transforms, labels)
+
+
 def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict[str, tuple]]:
   """Each parameter's group label and each group's (lr multiplier, unfreeze step) or None if
   frozen for good."""
@@ -108,36 +128,52 @@ def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict
   return jax.tree.unflatten(jax.tree.structure(params), labels), groups
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, params: Any,
-                    learning_rate: Any = None, weight_decay: Any = None,
-                    decay: bool | None = None, schedule_name: str | None = None,
-                    momentum: float | None = None) -> tuple[optax.GradientTransformation,
-                                                            optax.Schedule]:
-  """Returns the optimizer and its base learning-rate schedule (for logging).
+# The optimizer's hyperparameters that may vary between runs of a vectorized group: they live in
+# the optimizer state (`optax.inject_hyperparams`), each run's own values on the run axis.
+HYPERPARAMS = ('learning_rate', 'weight_decay')
 
-  `learning_rate` / `weight_decay` replace the config's values and may be traced arrays: a
-  vectorized step (transfer_jax.training.vectorized) builds its optimizer inside the step from
-  each run's values. `decay`: whether weight decay is applied at all (default: the config's
-  weight_decay is non-zero); the optimizer state does not depend on either value.
-  `schedule_name` / `momentum` replace cfg.schedule / cfg.momentum (a parameter group's)."""
-  learning_rate = cfg.learning_rate if learning_rate is None else learning_rate
-  weight_decay = cfg.weight_decay if weight_decay is None else weight_decay
+
+def build_optimizer(cfg: ml_collections.ConfigDict, total_steps: int, params: Any,
+                    decay: bool | None = None, schedule_name: str | None = None,
+                    momentum: float | None = None) -> optax.GradientTransformation:
+  """The optimizer of `cfg`, its base learning rate and weight decay in its state
+  (`opt_state.hyperparams`, see `with_hyperparams`); the schedule, the multipliers and the
+  freezing are functions of the update count and of those two values. `decay`: whether weight
+  decay is applied at all (default: the config's weight_decay is non-zero; a vectorized group
+  whose runs differ in it sets it). `schedule_name` / `momentum` replace cfg.schedule /
+  cfg.momentum (a parameter group's)."""
   decay = bool(cfg.weight_decay) if decay is None else decay
-  schedule = learning_rate_schedule(cfg, total_steps, learning_rate, schedule_name)
   labels, groups = group_labels(cfg, params)
-  transforms = {}
-  for label, group in groups.items():
-    if group is None:
-      transforms[label] = optax.set_to_zero()
-      continue
-    multiplier, start = group
-    rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count), weight_decay, decay,
-                 momentum)
-    transforms[label] = (optax.chain(frozen_until(start), rule, frozen_until(start)) if start
-                         else rule)
-  if len(transforms) == 1 and 'frozen' not in transforms:
-    return next(iter(transforms.values())), schedule
-  return optax.multi_transform(transforms, labels), schedule
+
+  def make(learning_rate: Any, weight_decay: Any) -> optax.GradientTransformation:
+    schedule = learning_rate_schedule(cfg, total_steps, learning_rate, schedule_name)
+    return _grouped(cfg, labels, groups, schedule, weight_decay, decay, momentum)
+
+  return optax.inject_hyperparams(make, hyperparam_dtype=jnp.float32)(
+      learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def hyperparams_of(cfg: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """`cfg`'s values of HYPERPARAMS (float32 scalars)."""
+  return {name: jnp.asarray(cfg[name], jnp.float32) for name in HYPERPARAMS}
+
+
+def with_hyperparams(opt_state: Any, values: dict[str, jax.Array]) -> Any:
+  """`opt_state` (of `build_optimizer`, or a dict of them: `build_group_optimizers`) holding
+  `values` as its HYPERPARAMS: how a vectorized group gives each run its own."""
+  if isinstance(opt_state, dict):
+    return {group: with_hyperparams(s, values) for group, s in opt_state.items()}
+  return opt_state._replace(hyperparams={
+      **opt_state.hyperparams, **{k: jnp.asarray(v, jnp.float32) for k, v in values.items()}})
+
+
+def learning_rate_now(cfg: ml_collections.ConfigDict, total_steps: int, opt_state: Any,
+                      step: jax.Array) -> jax.Array:
+  """The base learning rate at iteration `step` (before any multiplier), from the base rate in
+  `opt_state` (of one optimizer or of a group's: they hold the same base)."""
+  if isinstance(opt_state, dict):
+    opt_state = next(iter(opt_state.values()))
+  return learning_rate_schedule(cfg, total_steps, opt_state.hyperparams['learning_rate'])(step)
 
 
 def group_params(params: dict, modules: tuple[str, ...]) -> dict:
@@ -147,19 +183,31 @@ def group_params(params: dict, modules: tuple[str, ...]) -> dict:
 
 def build_group_optimizers(cfg: ml_collections.ConfigDict, total_steps: int, params: dict,
                            param_groups: dict[str, tuple[str, ...]],
-                           group_momentum: tuple = (), learning_rate: Any = None,
-                           weight_decay: Any = None, decay: bool | None = None
+                           group_momentum: tuple = (), decay: bool | None = None
                            ) -> dict[str, optax.GradientTransformation]:
   """One optimizer per parameter group of a multi-phase method, each with a state of its own that
-  advances only when its group steps. `learning_rate` is the rate of this iteration (the
-  schedule is evaluated at the iteration by the caller, however often a group steps in it);
+  advances only when its group steps. Each steps at `opt_state.hyperparams['iteration_rate']`,
+  the rate of the iteration, which the step sets from the base rate before the group's updates
+  (the schedule is a function of the iteration, however often a group steps in it);
   `group_momentum` (('GROUP', momentum), ...) replaces cfg.momentum for a group."""
   momenta = dict(group_momentum)
   unknown = set(momenta) - set(param_groups)
   if unknown:
     raise UserError(f'config.method.group_momentum names {sorted(unknown)}; this method\'s '
                     f'parameter groups are {sorted(param_groups)}')
-  return {group: build_optimizer(cfg, total_steps, group_params(params, modules), learning_rate,
-                                 weight_decay, decay, schedule_name='constant',
-                                 momentum=momenta.get(group))[0]
+  decay = bool(cfg.weight_decay) if decay is None else decay
+
+  def group_optimizer(modules: tuple[str, ...], momentum: float | None):
+    labels, groups = group_labels(cfg, group_params(params, modules))
+
+    def make(learning_rate: Any, weight_decay: Any, iteration_rate: Any):
+      del learning_rate  # The base rate, kept for the schedule: the step reads it.
+      return _grouped(cfg, labels, groups, lambda count: iteration_rate, weight_decay, decay,
+                      momentum)
+
+    return optax.inject_hyperparams(make, hyperparam_dtype=jnp.float32)(
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        iteration_rate=cfg.learning_rate)
+
+  return {group: group_optimizer(modules, momenta.get(group))
           for group, modules in param_groups.items()}

@@ -20,13 +20,11 @@ import optax
 
 from transfer_jax.models import TransferModel
 from transfer_jax.objectives import losses
-from transfer_jax.objectives.methods import Method, StepContext, nearest_centroid, shot_features
+from transfer_jax.objectives.methods import Method, StepContext
 from transfer_jax.objectives.regularizers import Regularizer, RegularizerContext
 from transfer_jax.objectives.schedules import progress, ramp
-from transfer_jax.training.optimizer import build_group_optimizers, build_optimizer, group_params
+from transfer_jax.training.optimizer import group_params, learning_rate_now
 from transfer_jax.training.state import TrainState
-
-STREAMS = ('source', 'target', 'target_labeled')  # The fixed streams (tasks add their own).
 
 
 def task_streams(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -54,35 +52,46 @@ def streams_used(config: ml_collections.ConfigDict, method: Method) -> tuple[str
   return tuple(used)
 
 
-# The hyperparameters a step takes as arguments rather than from the config: runs that differ
-# only in these (and the seed) can train together, vmapped over a run axis (vectorized.py).
-HPARAMS = {'trade_off': 'method.trade_off', 'learning_rate': 'optimizer.learning_rate',
-           'weight_decay': 'optimizer.weight_decay'}
+def step_inputs(config: ml_collections.ConfigDict) -> dict[str, jnp.ndarray]:
+  """The step's inputs besides state, batch and rng: the values a vectorized group may vary that
+  are not the optimizer's (those live in its state: optimizer.HYPERPARAMS)."""
+  return {'trade_off': jnp.asarray(config.method.trade_off, jnp.float32)}
 
 
-def hparams_of(config: ml_collections.ConfigDict) -> dict[str, jnp.ndarray]:
-  """The step's hyperparameter arguments from `config`, as float32 scalars."""
-  return {name: jnp.asarray(config[path.split('.')[0]][path.split('.')[1]], jnp.float32)
-          for name, path in HPARAMS.items()}
+class MethodSettings:
+  """`config.method` as a method sees it (`StepContext.config`) without `trade_off`: the step's
+  input carries each run's value (`ctx.trade_off`), the config only the first run's."""
+
+  def __init__(self, method_config: ml_collections.ConfigDict):
+    self._config = method_config
+
+  def __getattr__(self, name: str) -> Any:
+    if name == 'trade_off':
+      raise AttributeError('a method reads its trade-off from ctx.trade_off (each run\'s value, '
+                           'with its schedule), never from ctx.config.trade_off')
+    return getattr(self._config, name)
+
+  __getitem__ = __getattr__
 
 
 def make_train_step(model: TransferModel, method: Method, regularizer: Regularizer,
                     transferred: Any, config: ml_collections.ConfigDict,
-                    decay: bool | None = None) -> Callable:
-  """Builds the step `(state, batch, rng, hparams) -> (state, metrics)` for `config`;
-  `transferred` marks the parameters loaded by init_from; `hparams` holds the values of HPARAMS
-  (`hparams_of(config)` for this config); `decay`: whether weight decay is applied at all
-  (default: the config's weight_decay is non-zero)."""
+                    optimizer: optax.GradientTransformation,
+                    group_optimizers: dict[str, optax.GradientTransformation] | None = None
+                    ) -> Callable:
+  """Builds the step `(state, batch, rng, step_in) -> (state, metrics)` for `config`;
+  `transferred` marks the parameters loaded by init_from; `step_in` is `step_inputs(config)` (a
+  run's own values under vectorization); `optimizer` (or, for a multi-phase method, one
+  optimizer per parameter group) holds the learning rate and weight decay in its state."""
   total_steps = config.total_steps
   objective = config.objective
   order = stream_order(config)
   tasks = {f'task_{name}': (name, task) for name, task in config.get('tasks', {}).items()}
+  method_settings = MethodSettings(config.method)
 
   def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array,
-                 hparams: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-    # The optimizer state's structure does not depend on the values: built here from them.
-    optimizer, schedule = build_optimizer(config.optimizer, total_steps, state.params,
-                                          hparams['learning_rate'], hparams['weight_decay'], decay)
+                 step_in: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+    learning_rate = learning_rate_now(config.optimizer, total_steps, state.opt_state, state.step)
     rng = jax.random.fold_in(rng, state.step)
     dropout_rng, method_rng = jax.random.split(rng)
     streams = [name for name in order if name in batch]
@@ -155,8 +164,8 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
           return out[0] if mutable else out
 
         ctx = StepContext(
-            step=state.step, progress=p, rng=method_rng, config=config.method,
-            trade_off=hparams['trade_off'] * ramp(config.method.trade_off_schedule, p),
+            step=state.step, progress=p, rng=method_rng, config=method_settings,
+            trade_off=step_in['trade_off'] * ramp(config.method.trade_off_schedule, p),
             discriminate=head(TransferModel.discriminate),
             adversary=head(TransferModel.adversarial_logits),
             classify=head(TransferModel.classify), fuse=head(TransferModel.fuse),
@@ -188,7 +197,7 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
 
     if method.phases:
       params, opt_state, new_model_state, metrics, nonfinite = run_phases(
-          state, loss_fn, dropout_rng, schedule(state.step), hparams, all_finite)
+          state, loss_fn, dropout_rng, learning_rate, all_finite)
     else:
       (total_loss, (metrics, new_model_state)), grads = jax.value_and_grad(
           loss_fn, has_aux=True)(state.params)
@@ -198,7 +207,7 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
       # A non-finite loss, or updates that would make the parameters non-finite, mark the run
       # bad before the parameters are checkpointed (the loop checks this flag before each save).
       nonfinite = ~jnp.isfinite(total_loss) | ~all_finite(updates)
-    metrics['train/learning_rate'] = schedule(state.step)
+    metrics['train/learning_rate'] = learning_rate
     first_nonfinite = jnp.where((state.first_nonfinite_step < 0) & nonfinite, state.step,
                                 state.first_nonfinite_step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -206,14 +215,14 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
                               first_nonfinite_step=first_nonfinite)
     return new_state, metrics
 
-  def run_phases(state, loss_fn, dropout_rng, learning_rate, hparams, all_finite):
+  def run_phases(state, loss_fn, dropout_rng, learning_rate, all_finite):
     """A multi-phase method's updates in order, each from a forward pass at the parameters the
     previous one left; only the phase's parameter groups move, each with its own optimizer
-    state (a group that does not step keeps its momentum and count)."""
-    optimizers = build_group_optimizers(config.optimizer, total_steps, state.params,
-                                        method.param_groups, config.method.group_momentum,
-                                        learning_rate, hparams['weight_decay'], decay)
-    params, opt_state, model_state = state.params, dict(state.opt_state), state.model_state
+    state (a group that does not step keeps its momentum and count), at the iteration's
+    `learning_rate`."""
+    params, model_state = state.params, state.model_state
+    opt_state = {group: s._replace(hyperparams={**s.hyperparams, 'iteration_rate': learning_rate})
+                 for group, s in state.opt_state.items()}
     metrics, nonfinite, index = {}, jnp.zeros((), bool), 0
     for phase in method.phases:
       for _ in range(int(config.method[phase.repeat]) if phase.repeat else 1):
@@ -229,7 +238,7 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
         for group in phase.steps:
           modules = method.param_groups[group]
           group_values = group_params(params, modules)
-          updates, opt_state[group] = optimizers[group].update(
+          updates, opt_state[group] = group_optimizers[group].update(
               group_params(grads, modules), opt_state[group], group_values)
           nonfinite |= ~all_finite(updates)
           params = {**params, **optax.apply_updates(group_values, updates)}
@@ -237,57 +246,3 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
     return params, opt_state, model_state, metrics, nonfinite
 
   return train_step
-
-
-def make_fisher_step(model: TransferModel) -> Callable:
-  """Sum over a labelled batch of squared per-example gradients of the log-likelihood at the
-  reference parameters (the empirical diagonal Fisher information, EWC-style)."""
-
-  def fisher_step(state: TrainState, batch: dict[str, Any]) -> Any:
-    def example_loss(params, inputs, label):
-      variables = {'params': params, **state.model_state}
-      logits = model.apply(variables, inputs[None], train=False)['logits']
-      return losses.cross_entropy(logits, label[None])
-
-    grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(
-        state.anchors['params'], batch['input'], batch['label'])
-    return jax.tree.map(lambda g: jnp.sum(jnp.square(g), axis=0), grads)
-
-  return fisher_step
-
-
-def make_centroid_step(model: TransferModel, num_classes: int) -> Callable:
-  """Per-class sums of SHOT's clustering features over the real rows of an unlabelled batch,
-  weighted by the softmax predictions (`centroids` None) or by the nearest of `centroids`."""
-
-  def centroid_step(state: TrainState, batch: dict[str, Any], centroids: Any) -> dict:
-    variables = {'params': state.params, **state.model_state}
-    outputs = model.apply(variables, batch['input'], train=False)
-    if centroids is None:
-      weights = jax.nn.softmax(outputs['logits'])
-    else:
-      weights = jax.nn.one_hot(nearest_centroid(outputs['features'], centroids), num_classes)
-    weights = weights * batch['mask'].astype(jnp.float32)[:, None]
-    return {'sums': weights.T @ shot_features(outputs['features']),
-            'counts': jnp.sum(weights, axis=0)}
-
-  return centroid_step
-
-
-def make_eval_step(model: TransferModel) -> Callable:
-  """Sums of loss, correct predictions and example count over the real (unpadded) rows, for the
-  main classifier or the task head `head`."""
-
-  def eval_step(state: TrainState, batch: dict[str, Any], head: str = '') -> dict[str, jnp.ndarray]:
-    variables = {'params': state.params, **state.model_state}
-    outputs = model.apply(variables, batch['input'], train=False)
-    logits = outputs['logits']
-    if head:
-      logits = model.apply(variables, outputs['features'], head, method=TransferModel.task_logits)
-    mask = batch['mask'].astype(jnp.float32)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    return {'loss_sum': jnp.sum(per_example * mask), 'correct': jnp.sum(correct * mask),
-            'count': jnp.sum(mask)}
-
-  return eval_step

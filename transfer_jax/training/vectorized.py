@@ -1,7 +1,9 @@
-"""Vectorized runs: runs that differ only in their seed and the step's hyperparameter arguments
-(method.trade_off, optimizer.learning_rate, optimizer.weight_decay) train together in one
-jit-compiled step, `jax.vmap`ped over a leading run axis of the state, the rngs, the
-hyperparameters and (unless every run has the same seed, hence the same data order) the batch.
+"""The runs one program trains: a single run (`SingleRun`, the program's jitted step) or a
+vectorized group (`VectorizedRuns`): runs that differ only in their seed, the step's input
+`method.trade_off` and the optimizer's hyperparameters (`optimizer.learning_rate`,
+`optimizer.weight_decay`, held in the optimizer state) train together in one jit-compiled step,
+`jax.vmap`ped over a leading run axis of the state, the rngs, the step inputs and (unless every
+run has the same seed, hence the same data order) the batch. The loop sees one interface.
 
 Each run keeps its own data order, initialisation and dropout randomness, workdir, checkpoints,
 metrics and summary: the loop (`train.train_runs`) leaves every workdir as the run alone would
@@ -20,9 +22,11 @@ import ml_collections
 from transfer_jax.errors import UserError
 from transfer_jax.training import parallel
 from transfer_jax.training import workdir as workdir_lib
-from transfer_jax.training.step import HPARAMS
+from transfer_jax.training.optimizer import hyperparams_of
+from transfer_jax.training.step import step_inputs
 
-VECTOR_KEYS = ('seed', *HPARAMS.values())
+# The config keys runs of a group may differ in.
+VECTOR_KEYS = ('seed', 'method.trade_off', 'optimizer.learning_rate', 'optimizer.weight_decay')
 
 
 def differing_keys(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
@@ -42,15 +46,6 @@ def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
                     f'differ in {", ".join(others[:5])}: train them separately')
 
 
-def stacked_hparams(configs: Sequence[ml_collections.ConfigDict],
-                    mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  """Each HPARAMS value of every run, stacked on the run axis, replicated over the mesh."""
-  from transfer_jax.training.step import hparams_of
-  values = [hparams_of(c) for c in configs]
-  return jax.device_put(jax.tree.map(lambda *v: jnp.stack(v), *values),
-                        parallel.replicated(mesh))
-
-
 def stack(trees: Sequence[Any]) -> Any:
   """Trees of the same structure -> one tree with a leading run axis."""
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
@@ -61,19 +56,100 @@ def unstack(tree: Any, index: int) -> Any:
   return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
-def vectorize(program: Any, mesh: jax.sharding.Mesh,
-              shared_batch: bool) -> tuple[Callable, Callable]:
-  """The jitted initialisation `rngs -> states` and step `(states, batch, rngs, hparams) ->
-  (states, metrics)` of `program`, vmapped over the run axis. `shared_batch`: every run reads
-  the same batch (runs with one seed), passed once instead of stacked."""
-  replicated = parallel.replicated(mesh)
-  batch_sharding = (parallel.batch_sharding(mesh) if shared_batch
-                    else parallel.batch_sharding(mesh, run_axis=True))
-  step = jax.jit(jax.vmap(program.step_fn, in_axes=(0, None if shared_batch else 0, 0, 0)),
-                 in_shardings=(replicated, batch_sharding, replicated, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
-  init = jax.jit(jax.vmap(program.init_fn), out_shardings=replicated)
-  return init, step
+def _stacked(values: Sequence[dict[str, jax.Array]], mesh: jax.sharding.Mesh) -> Any:
+  return jax.device_put(stack(values), parallel.replicated(mesh))
+
+
+class SingleRun:
+  """One run, trained by the program's jitted step."""
+
+  def __init__(self, program: Any, configs: Sequence[ml_collections.ConfigDict],
+               mesh: jax.sharding.Mesh):
+    self.program, self.configs, self.count = program, list(configs), 1
+    self.stacked_batch = False   # The batch has no run axis.
+    self.batch_configs = self.configs  # Whose data orders the batches follow.
+
+  def keys(self, keys: Sequence[tuple[jax.Array, jax.Array]]) -> tuple[jax.Array, jax.Array]:
+    """(init rng, train rng) from each run's pair."""
+    return keys[0]
+
+  def init(self, rng: jax.Array) -> Any:
+    return self.program.init_state(rng)
+
+  def step(self, state: Any, batch: dict[str, Any], rng: jax.Array) -> tuple[Any, dict]:
+    return self.program.train_step(state, batch, rng)
+
+  def state_of(self, state: Any, index: int) -> Any:
+    return state
+
+  def join(self, states: Sequence[Any]) -> Any:
+    return states[0]
+
+  def metrics_of(self, metrics: dict[str, Any], index: int) -> dict[str, Any]:
+    return metrics
+
+  def data_index(self, index: int) -> int:
+    """Which data order of the batches run `index` reads."""
+    return 0
+
+  def per_run(self, fn: Callable, state: Any) -> Any:
+    """`fn(state, config)` applied to each run's state."""
+    return self.join([fn(self.state_of(state, i), c) for i, c in enumerate(self.configs)])
+
+
+class VectorizedRuns(SingleRun):
+  """Several runs in one program, vmapped over a run axis."""
+
+  def __init__(self, program: Any, configs: Sequence[ml_collections.ConfigDict],
+               mesh: jax.sharding.Mesh):
+    super().__init__(program, configs, mesh)
+    self.count = len(self.configs)
+    # Runs with one seed read one data order: the batch is loaded once and shared.
+    shared = len({c.seed for c in self.configs}) == 1
+    self.stacked_batch, self.batch_configs = not shared, self.configs[:1] if shared else configs
+    replicated = parallel.replicated(mesh)
+    batch_sharding = (parallel.batch_sharding(mesh) if shared
+                      else parallel.batch_sharding(mesh, run_axis=True))
+    self._step = jax.jit(jax.vmap(program.step_fn, in_axes=(0, None if shared else 0, 0, 0)),
+                         in_shardings=(replicated, batch_sharding, replicated, replicated),
+                         out_shardings=(replicated, replicated), donate_argnums=(0,))
+    self._init = jax.jit(jax.vmap(program.init_fn), out_shardings=replicated)
+    self.inputs = _stacked([step_inputs(c) for c in self.configs], mesh)
+    self.hyperparams = _stacked([hyperparams_of(c.optimizer) for c in self.configs], mesh)
+    self.shared = shared
+
+  def keys(self, keys: Sequence[tuple[jax.Array, jax.Array]]) -> tuple[jax.Array, jax.Array]:
+    return tuple(stack(k) for k in zip(*keys, strict=True))
+
+  def init(self, rng: jax.Array) -> Any:
+    return self._init(rng, self.hyperparams)
+
+  def step(self, state: Any, batch: dict[str, Any], rng: jax.Array) -> tuple[Any, dict]:
+    return self._step(state, batch, rng, self.inputs)
+
+  def state_of(self, state: Any, index: int) -> Any:
+    return unstack(state, index)
+
+  def join(self, states: Sequence[Any]) -> Any:
+    return stack(states)
+
+  def metrics_of(self, metrics: dict[str, Any], index: int) -> dict[str, Any]:
+    return {key: value[index] for key, value in metrics.items()}
+
+  def data_index(self, index: int) -> int:
+    return 0 if self.shared else index
+
+
+def runs_of(program: Any, configs: Sequence[ml_collections.ConfigDict],
+            mesh: jax.sharding.Mesh) -> SingleRun:
+  """The driver of `configs` (checked by `check_group`) on `program`."""
+  return (SingleRun if len(configs) == 1 else VectorizedRuns)(program, configs, mesh)
+
+
+def group_decay(configs: Sequence[ml_collections.ConfigDict]) -> bool | None:
+  """Whether a group's step applies weight decay: if any run's is non-zero (None: one run, its
+  config decides)."""
+  return any(c.optimizer.weight_decay for c in configs) if len(configs) > 1 else None
 
 
 def group_key(config: str, arg: str, overrides: dict[str, Any]) -> str:
