@@ -73,6 +73,13 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many kinds)
+      if 'Structure mismatch' in str(e) or 'metadata_tree' in str(e):
+        # Intact, but of another state layout: never moved aside nor trained over.
+        raise UserError(
+            f'the checkpoint at step {step} in {self.directory} holds a training state of another '
+            'layout (written by another version of transfer_jax, or for another method or '
+            'optimizer); it is left as it is: resume it with the version that wrote it (the '
+            "git_commit in the run's summary.json) or train into a new --workdir") from None
       raise CorruptCheckpointError(f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
                                    if str(e) else type(e).__name__) from None
     digest = restored.extra.get('digest') if isinstance(restored.extra, dict) else None

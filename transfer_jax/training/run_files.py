@@ -12,10 +12,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from transfer_jax.checkpoint import Checkpointer
 from transfer_jax.errors import UserError
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training import writers
-from transfer_jax.training.checkpoint import Checkpointer
 from transfer_jax.training.optimizer import group_labels
 from transfer_jax.transfer.params import count_params
 from transfer_jax.transfer.pretrained import format_table

@@ -17,10 +17,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from transfer_jax import validation
+from transfer_jax.checkpoint import abstract_with_shardings
 from transfer_jax.errors import UserError
 from transfer_jax.training import parallel, runtime, vectorized, writers
 from transfer_jax.training import workdir as workdir_lib
-from transfer_jax.training.checkpoint import abstract_with_shardings
 from transfer_jax.training.evaluation import Evaluator, check
 from transfer_jax.training.hooks import hooks_for
 from transfer_jax.training.inputs import TrainBatches, load_domains
