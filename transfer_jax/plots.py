@@ -29,11 +29,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from transfer_jax import report
+from transfer_jax import config_lib, report
 from transfer_jax.errors import ArgumentParser, UserError
 from transfer_jax.features import extract, probes
 from transfer_jax.sweep_file import load_sweep, run_labels
@@ -206,10 +205,10 @@ def run_features(workdir: str, splits: Sequence[str] = ('source/test', 'target/t
                  step: int = -1, cache_dir: str = '') -> dict[str, Any]:
   """Backbone features of a run's checkpoint at `step` (-1: the latest) on `splits`, through
   `features.extract` with the run's own config.json; {split: extract.Features}."""
-  saved = workdir_lib.read_saved_config(workdir)
-  if saved is None:
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  if not os.path.isfile(path):
     raise UserError(f'no {workdir_lib.CONFIG_FILE} in {workdir}; give the workdir of a run')
-  config = ml_collections.ConfigDict(saved)
+  config = config_lib.saved_config(path)   # With the fields added since the run (ADDED_KEYS).
   config.init_from.update(path=os.path.abspath(workdir), step=step, best=False, load='.*',
                           skip='', rename=())
   features, _ = extract.extract_all(config, cache_dir or os.path.join(workdir, 'features'))

@@ -10,6 +10,7 @@ from typing import Any
 
 import ml_collections
 
+from transfer_jax.config_schema import with_added_keys
 from transfer_jax.errors import UserError
 
 CONFIG_FILE, SUMMARY_FILE, METRICS_FILE = 'config.json', 'summary.json', 'metrics.jsonl'
@@ -23,17 +24,6 @@ RUNTIME_KEYS = ('compilation_cache_dir', 'num_devices', 'eval_batch_size',
                 # Guards and cadences that change no number of a run.
                 'allow_device_change', 'init_from.allowed', 'checkpoint_every_steps',
                 'keep_checkpoints')
-# Config fields added after runs may have been saved, with the value that reproduces what runs
-# without them did: a saved config lacking one of them still matches that value, so upgrading the
-# library keeps finished runs readable and interrupted ones resumable.
-ADDED_KEYS = {
-    'tasks': {}, 'selection': False, 'selection_examples': 1000,
-    'method.trade_off_schedule': 'constant', 'method.cdan_randomized_dim': 0,
-    'method.mmd_kernel_multipliers': [0.125, 0.25, 0.5, 1.0, 2.0], 'method.mmd_linear': False,
-    'method.jan_sigma': 0.92, 'method.mcc_temperature': 2.5, 'method.mdd_margin': 4.0,
-    'method.afn_delta_r': 1.0, 'method.shot_beta': 0.3, 'method.shot_refresh_every': 0,
-    'method.fixmatch_threshold': 0.95, 'model.fusion_hidden': [256], 'model.dtype': 'float32',
-}
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -76,9 +66,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str,
   old, new = read_saved_config(workdir), config_to_dict(config)
   if old is None:
     return True
-  changed = [k for k in differences(old, new) if k not in RUNTIME_KEYS
-             and not (_lookup(old, k) == '<missing>' and k in ADDED_KEYS
-                      and _lookup(new, k) == ADDED_KEYS[k])]
+  # A field added since the run was saved counts as holding the value that reproduces it.
+  changed = [k for k in differences(with_added_keys(old), new) if k not in RUNTIME_KEYS]
   if changed == ['total_steps']:
     old_total = old['total_steps']
     if new['total_steps'] < old_total:
@@ -219,14 +208,6 @@ def lock_holder(workdir: str) -> dict[str, Any] | None:
       return None
   except OSError:
     return None
-
-
-def _lookup(tree: dict[str, Any], dotted: str) -> Any:
-  for key in dotted.split('.'):
-    if not isinstance(tree, dict) or key not in tree:
-      return '<missing>'
-    tree = tree[key]
-  return tree
 
 
 def differences(old: Any, new: Any, prefix: str = '') -> list[str]:
