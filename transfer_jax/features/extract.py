@@ -130,7 +130,7 @@ def backbone_extractor(config: ml_collections.ConfigDict, mesh: Mesh,
   Every backbone variable must come from the checkpoint: features of a partly fresh backbone
   would be random in part.
   """
-  if config.model.get('batch_norm', 'train') == 'adabn':
+  if config.model.batch_norm == 'adabn':
     raise UserError("feature extraction uses the checkpoint's BatchNorm statistics; "
                     "model.batch_norm='adabn' is not supported here (set it to 'train')")
   if not config.init_from.path:

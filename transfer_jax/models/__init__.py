@@ -27,7 +27,7 @@ BACKBONES = {
                                        conv_impl=cfg.conv_impl, dtype=compute_dtype(cfg)),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
     'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden),
-                                   batch_norm=cfg.get('backbone_batch_norm', False)),
+                                   batch_norm=cfg.backbone_batch_norm),
     # torchvision-named image backbones (pooled features: 512 / 2048 / 4096); weights from a
     # PyTorch state_dict via transfer_jax.transfer.torch_import. '_cifar': 3x3/1 stem, no max-pool.
     # config.model.dtype: their computation dtype (mixed precision, `compute_dtype`).
@@ -37,19 +37,19 @@ BACKBONES = {
     'resnet50_cifar': lambda cfg: ResNetFeatures(depth=50, stem='cifar', dtype=compute_dtype(cfg)),
     # PyTorch's MNIST-example CNN (skada-bench's MNIST <-> USPS net, models/small_cnn.py).
     'small_cnn': lambda cfg: SmallCNNFeatures(dtype=compute_dtype(cfg)),
-    'vgg16': lambda cfg: VGGFeatures(dropout=cfg.get('backbone_dropout', 0.5),
+    'vgg16': lambda cfg: VGGFeatures(dropout=cfg.backbone_dropout,
                                      dtype=compute_dtype(cfg)),
     # Nets that transfer/net2net.py can widen and deepen and transfer/adapters.py can extend:
     # Dense or conv (-> BatchNorm) (-> residual adapter) -> ReLU (-> 2x2 max-pool) blocks; the
     # conv net ends in a global average pool. Widths from `backbone_hidden`.
     'growable_mlp': lambda cfg: GrowableMLP(widths=tuple(cfg.backbone_hidden),
-                                            batch_norm=cfg.get('backbone_batch_norm', False),
-                                            adapter_width=cfg.get('adapter_width', 0)),
+                                            batch_norm=cfg.backbone_batch_norm,
+                                            adapter_width=cfg.adapter_width),
     'growable_conv': lambda cfg: GrowableConvNet(widths=tuple(cfg.backbone_hidden),
-                                                 kernel_size=cfg.get('conv_kernel', 3),
-                                                 pools=tuple(cfg.get('conv_pools', ())),
-                                                 batch_norm=cfg.get('backbone_batch_norm', False),
-                                                 adapter_width=cfg.get('adapter_width', 0)),
+                                                 kernel_size=cfg.conv_kernel,
+                                                 pools=tuple(cfg.conv_pools),
+                                                 batch_norm=cfg.backbone_batch_norm,
+                                                 adapter_width=cfg.adapter_width),
 }
 
 
@@ -78,7 +78,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
   needs ('discriminator' (domain logit), 'adversary' (a second classifier, the discriminator's
   widths), 'classifier2' (a second classifier like the first, in the adversary's place),
   'fusion') and one classifier per entry of `task_classes` (task head name -> classes)."""
-  if model_config.get('batch_norm', 'train') not in ('train', 'frozen', 'adabn'):
+  if model_config.batch_norm not in ('train', 'frozen', 'adabn'):
     raise UserError(f"unknown config.model.batch_norm={model_config.batch_norm!r}; choose "
                     "'train', 'frozen' or 'adabn'")
   if model_config.backbone not in BACKBONES:
@@ -98,22 +98,22 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
 
   def classifier():
     return MLP(hidden=tuple(model_config.classifier_hidden), out_dim=num_classes,
-               dropout=model_config.get('dropout', 0.0),
-               batch_norm=model_config.get('classifier_batch_norm', False),
-               dropout_before=model_config.get('classifier_dropout_before', False))
+               dropout=model_config.dropout,
+               batch_norm=model_config.classifier_batch_norm,
+               dropout_before=model_config.classifier_dropout_before)
 
   if 'classifier2' in heads:  # MCD's F2: a second classifier built like the first.
     adversary = classifier()
   if 'fusion' in heads:
-    fusion = ResidualMLP(hidden=tuple(model_config.get('fusion_hidden', (256,))))
+    fusion = ResidualMLP(hidden=tuple(model_config.fusion_hidden))
   return TransferModel(
       backbone=BACKBONES[model_config.backbone](model_config),
       classifier=classifier(),
       domain_discriminator=discriminator, adversary=adversary, fusion=fusion,
       task_heads={name: MLP(hidden=tuple(model_config.classifier_hidden), out_dim=classes,
-                            dropout=model_config.get('dropout', 0.0))
+                            dropout=model_config.dropout)
                   for name, classes in (task_classes or {}).items()} or None,
-      freeze_backbone_statistics=model_config.get('batch_norm', 'train') == 'frozen')
+      freeze_backbone_statistics=model_config.batch_norm == 'frozen')
 
 
 __all__ = ['BACKBONES', 'MLP', 'DannLeNetFeatures', 'GrowableConvNet', 'GrowableMLP',

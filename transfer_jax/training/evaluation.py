@@ -50,7 +50,7 @@ class Evaluator:
 
   def evaluate(self, state: TrainState, config: ml_collections.ConfigDict,
                hooks: list) -> dict[str, float]:
-    domains, tasks = self.domains, config.get('tasks', {})
+    domains, tasks = self.domains, config.tasks
     target_state = state
     for hook in hooks:
       target_state = hook.for_target(target_state, config)

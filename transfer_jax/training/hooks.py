@@ -51,7 +51,7 @@ def hooks_for(program, domains: dict[str, data_lib.Domain], mesh: Mesh,
     hooks.append(FisherEstimate(program, domains['source'], mesh, process))
   if program.method.needs_centroids:
     hooks.append(TargetClustering(program, domains['target'], mesh, process))
-  if config.model.get('batch_norm', 'train') == 'adabn':
+  if config.model.batch_norm == 'adabn':
     hooks.append(AdaBN(program, domains['target'], mesh, process))
   return hooks
 

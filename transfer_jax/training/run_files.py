@@ -53,7 +53,7 @@ class RunFiles:
     """Refuses to resume on another number of devices unless config.allow_device_change: each
     step computes the same numbers to ~1e-7, but adversarial methods amplify that over a run."""
     saved = extra.get('device_count')
-    if saved is None or saved == device_count or self.config.get('allow_device_change'):
+    if saved is None or saved == device_count or self.config.allow_device_change:
       return
     raise UserError(f'{self.workdir} was trained on {saved} devices and this process has '
                     f'{device_count}: a step agrees to ~1e-7, but a whole run may end '

@@ -25,9 +25,8 @@ def setup(config: ml_collections.ConfigDict) -> None:
   """Sets XLA:CPU flags, joins a multi-process run if configured, turns on the cache, sets logs."""
   set_cpu_xla_flags()
   initialize_distributed(config)
-  cache_dir = config.get('compilation_cache_dir')
-  if cache_dir:
-    enable_compilation_cache(os.path.expanduser(cache_dir))
+  if config.compilation_cache_dir:
+    enable_compilation_cache(os.path.expanduser(config.compilation_cache_dir))
   # On a terminal the progress bar shows the metrics; elsewhere CLU's LoggingWriter prints them.
   logging.set_verbosity(logging.WARNING if sys.stderr.isatty() else logging.INFO)
   quiet_orbax()
@@ -82,11 +81,11 @@ def initialize_distributed(config: ml_collections.ConfigDict) -> bool:
   """
   if jax.distributed.is_initialized():
     return True
-  dist = config.get('distributed') or {}
-  address = dist.get('coordinator_address') or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  dist = config.distributed
+  address = dist.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
   if address:
-    num_processes = dist.get('num_processes') or int(os.environ.get('JAX_NUM_PROCESSES', 0))
-    process_id = dist.get('process_id', -1)
+    num_processes = dist.num_processes or int(os.environ.get('JAX_NUM_PROCESSES', 0))
+    process_id = dist.process_id
     if process_id < 0:
       process_id = int(os.environ.get('JAX_PROCESS_ID', -1))
     if num_processes < 1 or not 0 <= process_id < num_processes:

@@ -125,7 +125,7 @@ def model_leaf_shapes(abstract_variables: Any) -> dict[str, tuple[int, ...]]:
 def load_pretrained(cfg: ml_collections.ConfigDict, abstract_variables: Any) -> Pretrained | None:
   """The merge plan of `cfg` against the model's variables; None when `cfg.path` is empty."""
   if not cfg.path:
-    if cfg.get('required'):
+    if cfg.required:
       raise UserError('this config transfers pretrained weights: set --config.init_from.path to '
                       'the workdir of the pretraining run (or a torch state dict file)')
     return None
