@@ -141,8 +141,7 @@ def test_every_model_field_can_be_overridden_on_any_config():
 # Files that still read config fields with `.get` defaults: pending, issue 17 (the training
 # loop's rewrite; their fields are defined in the schema already). Remove a file once its reads
 # are attributes.
-PENDING_GET_READS = ('transfer_jax/training/train.py', 'transfer_jax/training/program.py',
-                     'transfer_jax/training/step.py', 'transfer_jax/training/vectorized.py')
+PENDING_GET_READS: tuple[str, ...] = ()
 # `.get(` / `getattr(x, name, default)` on a receiver of these names reads a config field.
 CONFIG_NAMES = {'config', 'cfg', 'model_config', 'run_config', 'model', 'optimizer', 'method',
                 'objective', 'regularizer', 'init_from', 'data', 'domain', 'distributed', 'dist',

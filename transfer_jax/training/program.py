@@ -81,7 +81,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: Mesh, input_shape: tu
                       discriminator_input=discriminator_input)
 
   abstract_variables = jax.eval_shape(init_variables, jax.random.key(0))
-  batch_norm = config.model.get('batch_norm', 'train')
+  batch_norm = config.model.batch_norm
   if batch_norm != 'train' and 'batch_stats' not in abstract_variables:
     raise UserError(f'config.model.batch_norm={batch_norm!r} but this model has no BatchNorm '
                     f'layer (backbone {config.model.backbone!r}); use a backbone with BatchNorm '

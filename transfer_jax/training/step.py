@@ -29,7 +29,7 @@ from transfer_jax.training.state import TrainState
 
 def task_streams(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """One labelled stream per entry of `config.tasks` (multi-task, multi-source)."""
-  return tuple(f'task_{name}' for name in config.get('tasks', {}))
+  return tuple(f'task_{name}' for name in config.tasks)
 
 
 def stream_order(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -43,7 +43,7 @@ def streams_used(config: ml_collections.ConfigDict, method: Method) -> tuple[str
   used = []
   if config.objective.source_weight > 0 or (method.uses_target and method.uses_source):
     used.append('source')
-  used += [stream for stream, task in zip(task_streams(config), config.get('tasks', {}).values(),
+  used += [stream for stream, task in zip(task_streams(config), config.tasks.values(),
                                           strict=True) if task.weight > 0]
   if method.uses_target:
     used.append('target')
@@ -86,7 +86,7 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
   total_steps = config.total_steps
   objective = config.objective
   order = stream_order(config)
-  tasks = {f'task_{name}': (name, task) for name, task in config.get('tasks', {}).items()}
+  tasks = {f'task_{name}': (name, task) for name, task in config.tasks.items()}
   method_settings = MethodSettings(config.method)
 
   def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array,

@@ -87,7 +87,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   program = build_program(config, mesh, domains['target'].input_shape,
                           domains['labels'].num_classes,
                           {t.head: domains[f'task_{n}'].num_classes
-                           for n, t in config.get('tasks', {}).items() if t.head},
+                           for n, t in config.tasks.items() if t.head},
                           decay=vectorized.group_decay(configs))
   group = vectorized.runs_of(program, configs, mesh)
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
