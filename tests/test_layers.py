@@ -30,6 +30,8 @@ LAYERS = (
     ('probe', 'sweep_progress'),
     ('sweep',),
     ('report',),
+    ('plots_drawing',),                # Panels, legends, figure files (plots).
+    ('plots_features',),               # t-SNE and proxy A-distance figures.
     ('plots',),
     ('cli',),                          # `transfer-jax`: dispatches to every command.
 )

@@ -11,7 +11,7 @@ import pytest
 
 from transfer_jax.config_lib import base_config
 from transfer_jax.models import ResidualMLP
-from transfer_jax.objectives import StepContext, discrepancy, methods
+from transfer_jax.objectives import StepContext, discrepancy, methods, self_training
 
 RNG = np.random.default_rng(0)
 
@@ -151,33 +151,33 @@ def test_afn_pushes_every_feature_norm_up_by_delta_r():
 
 def test_shot_information_maximisation_and_centroid_pseudo_labels():
   features = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
-  centroids = methods.shot_features(jnp.asarray([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+  centroids = self_training.shot_features(jnp.asarray([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
   centroids = centroids.at[2].set(0.0)   # A class with no members is never assigned.
-  np.testing.assert_array_equal(methods.nearest_centroid(features, centroids), [1, 0, 1])
+  np.testing.assert_array_equal(self_training.nearest_centroid(features, centroids), [1, 0, 1])
   logits = jnp.asarray([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
   p = np.asarray(jax.nn.softmax(logits))
   mean_entropy = np.mean(-(p * np.log(p)).sum(1))
   diversity = -(p.mean(0) * np.log(p.mean(0))).sum()
   pseudo_ce = -np.mean(np.log(p[[0, 1, 2], [1, 0, 1]]))
-  loss, _ = methods.shot({'features': features, 'logits': logits}, {'target': {}},
+  loss, _ = self_training.shot({'features': features, 'logits': logits}, {'target': {}},
                          _ctx(anchors={'centroids': centroids}))
   np.testing.assert_allclose(loss, mean_entropy - diversity + 0.3 * pseudo_ce, rtol=1e-5)
 
 
 def test_fixmatch_masks_unconfident_rows_and_strong_views_differ():
   images = jnp.asarray(RNG.uniform(size=(4, 8, 8, 1)), jnp.float32)
-  strong = methods.strong_augment(images, jax.random.key(1))
+  strong = self_training.strong_augment(images, jax.random.key(1))
   assert strong.shape == images.shape and float(jnp.abs(strong - images).mean()) > 0.05
-  np.testing.assert_array_equal(strong, methods.strong_augment(images, jax.random.key(1)))
+  np.testing.assert_array_equal(strong, self_training.strong_augment(images, jax.random.key(1)))
   vectors = jnp.ones((4, 10))
-  assert methods.strong_augment(vectors, jax.random.key(1)).shape == (4, 10)
+  assert self_training.strong_augment(vectors, jax.random.key(1)).shape == (4, 10)
   batch = {'source': {'label': jnp.zeros(0, jnp.int32)}, 'target': {'input': images}}
   forward = lambda x: {'logits': jnp.zeros((x.shape[0], 3))}  # noqa: E731
   unsure = {'logits': jnp.zeros((4, 3))}     # Confidence 1/3 < 0.95: nothing is pseudo-labelled.
-  loss, metrics = methods.fixmatch(unsure, batch, _ctx(forward=forward))
+  loss, metrics = self_training.fixmatch(unsure, batch, _ctx(forward=forward))
   assert float(loss) == 0.0 and float(metrics['fixmatch/mask_rate']) == 0.0
   sure = {'logits': jnp.asarray([[9.0, 0, 0], [9.0, 0, 0], [0, 0, 0], [0, 0, 0]])}
-  loss, metrics = methods.fixmatch(sure, batch, _ctx(forward=forward))
+  loss, metrics = self_training.fixmatch(sure, batch, _ctx(forward=forward))
   np.testing.assert_allclose(loss, np.log(3) * 2 / 4, rtol=1e-5)
   np.testing.assert_allclose(metrics['fixmatch/mask_rate'], 0.5)
 
@@ -213,7 +213,7 @@ def _harness(name, coeff=0.5):
   batch = {'source': {'input': inputs[:n_source],
                       'label': jnp.asarray(rng.integers(0, c, n_source))},
            'target': {'input': inputs[n_source:]}}
-  centroids = methods.shot_features(jnp.asarray(rng.normal(size=(c, d)), jnp.float32))
+  centroids = self_training.shot_features(jnp.asarray(rng.normal(size=(c, d)), jnp.float32))
   fuse_w = jnp.asarray(rng.normal(size=(d, d)) * 0.1, jnp.float32)
   method = methods.METHODS[name]
   if not method.uses_source:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_digits
 from transfer_jax.config_lib import base_config
-from transfer_jax.objectives import StepContext, methods
+from transfer_jax.objectives import StepContext, multi_phase
 
 RNG = np.random.default_rng(0)
 
@@ -29,11 +29,11 @@ def _softmax(x):
 def test_mcd_discrepancy_and_class_balance_by_hand():
   p1 = jnp.asarray([[1.0, 0.0], [0.5, 0.5]])
   p2 = jnp.asarray([[0.0, 1.0], [0.5, 0.5]])
-  np.testing.assert_allclose(methods.mcd_discrepancy(p1, p2), (1 + 1 + 0 + 0) / 4)
+  np.testing.assert_allclose(multi_phase.mcd_discrepancy(p1, p2), (1 + 1 + 0 + 0) / 4)
   # Mean prediction (0.75, 0.25): -(log 0.75 + log 0.25) / 2; balanced (0.5, 0.5): log 2.
-  np.testing.assert_allclose(methods.mcd_class_balance(p1),
+  np.testing.assert_allclose(multi_phase.mcd_class_balance(p1),
                              -(np.log(0.75 + 1e-6) + np.log(0.25 + 1e-6)) / 2, rtol=1e-6)
-  np.testing.assert_allclose(methods.mcd_class_balance(jnp.full((3, 2), 0.5)),
+  np.testing.assert_allclose(multi_phase.mcd_class_balance(jnp.full((3, 2), 0.5)),
                              -np.log(0.5 + 1e-6), rtol=1e-6)
 
 
@@ -49,11 +49,11 @@ def test_mcd_phase_terms_by_hand():
   outputs = {'features': jnp.asarray(features), 'logits': jnp.asarray(logits_1)}
   batch = {'source': {'label': jnp.asarray(labels)}, 'target': {}}
   ctx = _ctx(adversary=lambda f: f @ w2)
-  np.testing.assert_allclose(methods.mcd_fit(outputs, batch, ctx)[0], source_2 + balance,
+  np.testing.assert_allclose(multi_phase.mcd_fit(outputs, batch, ctx)[0], source_2 + balance,
                              rtol=1e-5)
-  np.testing.assert_allclose(methods.mcd_maximize(outputs, batch, ctx)[0],
+  np.testing.assert_allclose(multi_phase.mcd_maximize(outputs, batch, ctx)[0],
                              source_2 + balance - 0.3 * discrepancy, rtol=1e-5)
-  np.testing.assert_allclose(methods.mcd_minimize(outputs, batch, ctx)[0], 0.3 * discrepancy,
+  np.testing.assert_allclose(multi_phase.mcd_minimize(outputs, batch, ctx)[0], 0.3 * discrepancy,
                              rtol=1e-5)
 
 
@@ -74,23 +74,23 @@ def _mcd_harness():
 
 def test_mcd_step_c_sends_the_generator_a_gradient_that_lowers_the_discrepancy():
   term, extractor, w1, w2 = _mcd_harness()
-  value, grad = jax.value_and_grad(lambda e: term(methods.mcd_minimize, e, w1, w2))(extractor)
+  value, grad = jax.value_and_grad(lambda e: term(multi_phase.mcd_minimize, e, w1, w2))(extractor)
   assert float(jnp.abs(grad).max()) > 1e-4
-  assert float(term(methods.mcd_minimize, extractor - 1e-3 * grad / jnp.linalg.norm(grad),
+  assert float(term(multi_phase.mcd_minimize, extractor - 1e-3 * grad / jnp.linalg.norm(grad),
                     w1, w2)) < float(value)
 
 
 def test_mcd_step_b_sends_the_classifiers_a_gradient_that_raises_the_discrepancy():
   term, extractor, w1, w2 = _mcd_harness()
-  fit = jax.grad(lambda a, b: term(methods.mcd_fit, extractor, a, b), argnums=(0, 1))(w1, w2)
-  maximize = jax.grad(lambda a, b: term(methods.mcd_maximize, extractor, a, b),
+  fit = jax.grad(lambda a, b: term(multi_phase.mcd_fit, extractor, a, b), argnums=(0, 1))(w1, w2)
+  maximize = jax.grad(lambda a, b: term(multi_phase.mcd_maximize, extractor, a, b),
                       argnums=(0, 1))(w1, w2)
   # The difference is -trade_off * d(discrepancy): a step along -(B's gradient - A's) raises it.
   difference = [m - f for m, f in zip(maximize, fit, strict=True)]
   assert all(float(jnp.abs(d).max()) > 1e-5 for d in difference)
-  before = float(term(methods.mcd_minimize, extractor, w1, w2))
+  before = float(term(multi_phase.mcd_minimize, extractor, w1, w2))
   norm = jnp.sqrt(sum(jnp.sum(d ** 2) for d in difference))
-  after = float(term(methods.mcd_minimize, extractor, w1 - 1e-3 * difference[0] / norm,
+  after = float(term(multi_phase.mcd_minimize, extractor, w1 - 1e-3 * difference[0] / norm,
                      w2 - 1e-3 * difference[1] / norm))
   assert after > before
 
@@ -165,9 +165,9 @@ def test_adda_discriminator_and_inverted_label_mapping_losses_by_hand():
   softplus = lambda z: np.log1p(np.exp(z))  # noqa: E731 (BCE(z, 0) = softplus(z))
   source_logits, target_logits = np.array([1.0, -2.0]), np.array([1.0, 1.0])
   expected = (softplus(source_logits).sum() + softplus(-target_logits).sum()) / 4
-  np.testing.assert_allclose(methods.adda_discriminate(outputs, batch, ctx)[0], expected,
+  np.testing.assert_allclose(multi_phase.adda_discriminate(outputs, batch, ctx)[0], expected,
                              rtol=1e-6)
-  np.testing.assert_allclose(methods.adda_map(outputs, batch, ctx)[0],
+  np.testing.assert_allclose(multi_phase.adda_map(outputs, batch, ctx)[0],
                              softplus(target_logits).mean(), rtol=1e-6)
 
 
@@ -186,8 +186,9 @@ def test_adda_gradients_reach_only_where_the_paper_sends_them():
     return phase({'features': jnp.tanh(inputs @ encoder)}, batch, ctx)[0]
 
   encoder = source_encoder + 0.3
-  assert float(jnp.abs(jax.grad(lambda e: term(methods.adda_discriminate, e))(encoder)).max()) == 0
-  value, grad = jax.value_and_grad(lambda e: term(methods.adda_map, e))(encoder)
+  discriminator_grad = jax.grad(lambda e: term(multi_phase.adda_discriminate, e))(encoder)
+  assert float(jnp.abs(discriminator_grad).max()) == 0
+  value, grad = jax.value_and_grad(lambda e: term(multi_phase.adda_map, e))(encoder)
   assert float(jnp.abs(grad).max()) > 1e-4
   stepped = encoder - 1e-2 * grad / jnp.linalg.norm(grad)
-  assert float(term(methods.adda_map, stepped)) < float(value)
+  assert float(term(multi_phase.adda_map, stepped)) < float(value)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_probes import tiny_run  # noqa: F401  (a module-scoped fixture: a tiny trained run)
 
-from transfer_jax import plots, sweep
+from transfer_jax import plots, plots_features, sweep
 from transfer_jax.errors import UserError
 
 
@@ -128,20 +128,20 @@ def test_proxy_a_distance_by_hand():
   # Every case has 400 examples per domain in 5 dimensions: one compiled logistic regression.
   rng = np.random.default_rng(0)
   same = rng.normal(size=(400, 5)), rng.normal(size=(400, 5))
-  assert abs(plots.proxy_a_distance(*same, seed=0)) < 0.3
+  assert abs(plots_features.proxy_a_distance(*same, seed=0)) < 0.3
   apart = rng.normal(size=(400, 5)), rng.normal(size=(400, 5)) + 10.0
-  assert plots.proxy_a_distance(*apart, seed=1) == pytest.approx(2.0)
+  assert plots_features.proxy_a_distance(*apart, seed=1) == pytest.approx(2.0)
   # Means 2 apart along one axis: the Bayes error is Φ(-1) ≈ 0.16, so PAD ≈ 2 (1 - 0.32) ≈ 1.37.
   shifted = rng.normal(size=(400, 5)), rng.normal(size=(400, 5)) + np.array([2.0, 0, 0, 0, 0])
-  assert 1.1 < plots.proxy_a_distance(*shifted, seed=0) < 1.6
+  assert 1.1 < plots_features.proxy_a_distance(*shifted, seed=0) < 1.6
   with pytest.raises(UserError, match='at least 8 examples'):
-    plots.proxy_a_distance(np.zeros((5, 2)), np.zeros((9, 2)))
+    plots_features.proxy_a_distance(np.zeros((5, 2)), np.zeros((9, 2)))
 
 
 def test_tsne_and_pad_of_a_tiny_run(tiny_run, tmp_path, capsys):  # noqa: F811
   cache = str(tmp_path / 'cache')
   prefix = str(tmp_path / 'tsne')
-  results = plots.plot_tsne(tiny_run, tiny_run, prefix, max_examples=40, cache_dir=cache)
+  results = plots_features.plot_tsne(tiny_run, tiny_run, prefix, max_examples=40, cache_dir=cache)
   for result in results.values():
     assert result['embedding'].shape == (80, 2) and np.isfinite(result['embedding']).all()
     assert set(result['domains']) == {'source', 'target'} and set(result['labels']) <= {0, 1, 2}

@@ -11,7 +11,9 @@ Each term has the signature `(outputs, batch, ctx) -> (loss, metrics)`:
            heads as functions (domain discriminator, adversarial classifier, classifier, fusion
            module, a full forward pass).
 The training step adds the returned loss to the source cross-entropy. Statistics shared by
-several methods (kernels, MMD, CORAL, entropy) are in `discrepancy.py`.
+several methods (kernels, MMD, CORAL, entropy) are in `discrepancy.py`; the self-training terms
+(SHOT, FixMatch) in `self_training.py`; the multi-phase methods' terms (MCD, ADDA) and `Phase`,
+which this table builds them from, in `multi_phase.py`.
 """
 
 import dataclasses
@@ -26,9 +28,19 @@ import optax
 
 from transfer_jax.errors import UserError
 from transfer_jax.objectives import discrepancy
+from transfer_jax.objectives.batch_rows import domain_labels, num_source
 from transfer_jax.objectives.gradient_reversal import gradient_reversal
 from transfer_jax.objectives.losses import cross_entropy
+from transfer_jax.objectives.multi_phase import (
+  Phase,
+  adda_discriminate,
+  adda_map,
+  mcd_fit,
+  mcd_maximize,
+  mcd_minimize,
+)
 from transfer_jax.objectives.schedules import dann_trade_off, warm_start
+from transfer_jax.objectives.self_training import fixmatch, shot
 
 Metrics = dict[str, jnp.ndarray]
 Array = jnp.ndarray
@@ -57,10 +69,6 @@ class StepContext:
   source_model: Callable[[Array], dict] = _missing('source model (init_from)')
 
 
-def _num_source(batch: dict[str, Any]) -> int:
-  return batch['source']['label'].shape[0] if 'source' in batch else 0
-
-
 def _grl_coeff(ctx: StepContext) -> Array:
   """The gradient-reversal coefficient: the DANN ramp to `grl_coeff` (in the progress), TLlib's
   warm start to it (in the iteration), or constant."""
@@ -73,11 +81,6 @@ def _grl_coeff(ctx: StepContext) -> Array:
     return jnp.asarray(cfg.grl_coeff, jnp.float32)
   raise UserError(f"unknown config.method.grl_schedule={cfg.grl_schedule!r}; choose 'dann', "
                   "'warm_start' or 'constant'")
-
-
-def _domain_labels(num_source: int, total: int) -> Array:
-  """0 for source rows, 1 for target rows."""
-  return jnp.concatenate([jnp.zeros(num_source), jnp.ones(total - num_source)])
 
 
 def _domain_adversarial(domain_logits, labels, coeff, prefix, weights=None):
@@ -105,7 +108,7 @@ def dann(outputs, batch, ctx):
   """
   features = outputs['features']
   coeff = _grl_coeff(ctx)
-  labels = _domain_labels(_num_source(batch), features.shape[0])
+  labels = domain_labels(num_source(batch), features.shape[0])
   loss, metrics = _domain_adversarial(ctx.discriminate(gradient_reversal(features, coeff)),
                                       labels, coeff, 'dann')
   return ctx.trade_off * loss, metrics
@@ -120,7 +123,7 @@ def bsp(outputs, batch, ctx):
   (discriminative) directions keep their weight. The penalty is not scaled by `trade_off`.
   """
   loss, metrics = dann(outputs, batch, ctx)
-  n, k = _num_source(batch), ctx.config.bsp_k
+  n, k = num_source(batch), ctx.config.bsp_k
   features = outputs['features']
   penalty = sum(jnp.sum(jnp.linalg.svd(rows, compute_uv=False)[:k] ** 2)
                 for rows in (features[:n], features[n:]))
@@ -142,7 +145,7 @@ def cdan(outputs, batch, ctx, entropy_conditioning: bool = False):
   """
   features = outputs['features']
   coeff = _grl_coeff(ctx)
-  labels = _domain_labels(_num_source(batch), features.shape[0])
+  labels = domain_labels(num_source(batch), features.shape[0])
   domain_logits = ctx.discriminate(gradient_reversal(cdan_input(outputs, ctx.config), coeff))
   weights = None
   if entropy_conditioning:
@@ -158,7 +161,7 @@ def dan(outputs, batch, ctx):
   and target features; quadratic (V-statistic) or linear-time estimator (`mmd_linear`)."""
   cfg = ctx.config
   kernel = discrepancy.multi_gaussian_kernel(outputs['features'], cfg.mmd_kernel_multipliers)
-  mmd = discrepancy.mmd_from_kernel(kernel, _num_source(batch), linear=cfg.mmd_linear)
+  mmd = discrepancy.mmd_from_kernel(kernel, num_source(batch), linear=cfg.mmd_linear)
   return ctx.trade_off * mmd, {'dan/mmd': mmd}
 
 
@@ -170,14 +173,14 @@ def jan(outputs, batch, ctx):
   k_features = discrepancy.multi_gaussian_kernel(outputs['features'], cfg.mmd_kernel_multipliers)
   probs = jax.nn.softmax(outputs['logits'])
   k_probs = jnp.exp(-discrepancy.squared_distances(probs, probs) / (2.0 * cfg.jan_sigma ** 2))
-  jmmd = discrepancy.mmd_from_kernel(k_features * k_probs, _num_source(batch),
+  jmmd = discrepancy.mmd_from_kernel(k_features * k_probs, num_source(batch),
                                      linear=cfg.mmd_linear)
   return ctx.trade_off * jmmd, {'jan/jmmd': jmmd}
 
 
 def coral(outputs, batch, ctx):
   """Deep CORAL (Sun & Saenko, ECCV-W 2016): distance of source and target covariances."""
-  n = _num_source(batch)
+  n = num_source(batch)
   distance = discrepancy.coral(outputs['features'][:n], outputs['features'][n:])
   return ctx.trade_off * distance, {'coral/distance': distance}
 
@@ -189,7 +192,7 @@ def mcc(outputs, batch, ctx):
   to sum B); class correlation C = P^T W P, each row normalised to sum 1; the loss is the
   off-diagonal mass sum(C) - trace(C), divided by the number of classes.
   """
-  logits_t = outputs['logits'][_num_source(batch):]
+  logits_t = outputs['logits'][num_source(batch):]
   probs = jax.nn.softmax(logits_t / ctx.config.mcc_temperature)
   weights = 1.0 + jnp.exp(-discrepancy.entropy(jax.lax.stop_gradient(probs)))
   weights = weights * probs.shape[0] / jnp.sum(weights)
@@ -207,7 +210,7 @@ def mdd(outputs, batch, ctx):
   disagree on target (-log(1 - p'[y_hat])); the feature extractor receives the reversed
   gradient, so it shrinks that disparity: gamma * CE_s + NLL'_t is the adversary's loss.
   """
-  n = _num_source(batch)
+  n = num_source(batch)
   coeff = _grl_coeff(ctx)
   predictions = jnp.argmax(jax.lax.stop_gradient(outputs['logits']), axis=-1)
   adversarial = ctx.adversary(gradient_reversal(outputs['features'], coeff))
@@ -229,96 +232,12 @@ def afn(outputs, batch, ctx):
   return ctx.trade_off * loss, {'afn/feature_norm': jnp.mean(norms)}
 
 
-def shot_features(features: Array) -> Array:
-  """SHOT's clustering space: features with a constant 1 appended, L2-normalised."""
-  augmented = jnp.concatenate([features, jnp.ones(features.shape[:-1] + (1,))], axis=-1)
-  return augmented / jnp.linalg.norm(augmented, axis=-1, keepdims=True)
-
-
-def nearest_centroid(features: Array, centroids: Array) -> Array:
-  """Index of the centroid of smallest cosine distance; unused classes (zero rows) never win."""
-  normed = centroids / jnp.maximum(jnp.linalg.norm(centroids, axis=-1, keepdims=True), 1e-12)
-  similarity = shot_features(features) @ normed.T
-  valid = jnp.any(centroids != 0, axis=-1)
-  return jnp.argmax(jnp.where(valid[None], similarity, -jnp.inf), axis=-1)
-
-
-def shot(outputs, batch, ctx):
-  """Source hypothesis transfer (SHOT; Liang et al., ICML 2020): source-free adaptation.
-
-  The source classifier is kept (freeze it in the optimizer) and the feature extractor learns
-  on target data alone: information maximisation (mean entropy of predictions minus the entropy
-  of the mean prediction) plus `shot_beta` times the cross-entropy against pseudo-labels, the
-  nearest of the class centroids that the training loop re-clusters from all target data every
-  `shot_refresh_every` steps (soft weights, then one hard k-means step). Difference from the
-  paper: a batch is pseudo-labelled with its current features against the last centroids,
-  instead of features frozen at the refresh.
-  """
-  del batch
-  logits = outputs['logits']
-  probs = jax.nn.softmax(logits)
-  conditional_entropy = jnp.mean(discrepancy.entropy(probs))
-  diversity = discrepancy.entropy(jnp.mean(probs, axis=0, keepdims=True))[0]
-  pseudo = nearest_centroid(jax.lax.stop_gradient(outputs['features']), ctx.anchors['centroids'])
-  pseudo_loss = cross_entropy(logits, pseudo)
-  loss = conditional_entropy - diversity + ctx.config.shot_beta * pseudo_loss
-  return ctx.trade_off * loss, {'shot/entropy': conditional_entropy, 'shot/diversity': diversity,
-                                'shot/pseudo_loss': pseudo_loss}
-
-
-def strong_augment(inputs: Array, rng: jax.Array) -> Array:
-  """A strong random view of a batch, on device.
-
-  Images (B, H, W, C): a random translation by up to H/4 pixels (zero fill), a random
-  contrast scale in [0.5, 1.5], and a cutout square of side H/2 set to 0. Vectors (B, D):
-  inverted dropout of half the features plus Gaussian noise of std 0.1.
-  """
-  if inputs.ndim == 2:
-    keep_key, noise_key = jax.random.split(rng)
-    keep = jax.random.bernoulli(keep_key, 0.5, inputs.shape)
-    return inputs * keep * 2.0 + 0.1 * jax.random.normal(noise_key, inputs.shape)
-  batch, height, width = inputs.shape[:3]
-  shift_key, contrast_key, cut_key = jax.random.split(rng, 3)
-  shift = max(height // 4, 1)
-  offsets = jax.random.randint(shift_key, (batch, 2), 0, 2 * shift + 1)
-  padded = jnp.pad(inputs, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-  translated = jax.vmap(lambda image, offset: jax.lax.dynamic_slice(
-      image, (offset[0], offset[1], 0), (height, width, inputs.shape[3])))(padded, offsets)
-  mean = jnp.mean(translated, axis=(1, 2, 3), keepdims=True)
-  contrast = jax.random.uniform(contrast_key, (batch, 1, 1, 1), minval=0.5, maxval=1.5)
-  jittered = mean + contrast * (translated - mean)
-  centres = jax.random.randint(cut_key, (batch, 2), 0, jnp.array([height, width]))
-  rows = jnp.arange(height)[None, :, None]
-  cols = jnp.arange(width)[None, None, :]
-  half = max(height // 4, 1)
-  inside = ((jnp.abs(rows - centres[:, 0, None, None]) < half)
-            & (jnp.abs(cols - centres[:, 1, None, None]) < half))
-  return jnp.where(inside[..., None], 0.0, jittered)
-
-
-def fixmatch(outputs, batch, ctx):
-  """FixMatch-style self-training (Sohn et al., NeurIPS 2020) on unlabelled target data.
-
-  Predictions on the target batch as given (the weak view) become hard pseudo-labels where their
-  confidence reaches `fixmatch_threshold`; a strongly augmented view (`strong_augment`) is
-  trained towards them. The loss is averaged over all target rows (masked rows count 0).
-  """
-  n = _num_source(batch)
-  probs = jax.nn.softmax(jax.lax.stop_gradient(outputs['logits'][n:]))
-  confidence, pseudo = jnp.max(probs, axis=-1), jnp.argmax(probs, axis=-1)
-  mask = (confidence >= ctx.config.fixmatch_threshold).astype(jnp.float32)
-  strong_logits = ctx.forward(strong_augment(batch['target']['input'], ctx.rng))['logits']
-  per_example = optax.softmax_cross_entropy_with_integer_labels(strong_logits, pseudo)
-  loss = jnp.mean(mask * per_example)
-  return ctx.trade_off * loss, {'fixmatch/mask_rate': jnp.mean(mask), 'fixmatch/loss': loss}
-
-
 def residual_fusion(outputs, batch, ctx):
   """Residual feature fusion: a residual network R(f) = f + g(f) (g's last layer starts at 0,
   so R starts as the identity) maps source features into the target feature space. The
   classifier also learns on R(source features) (cross-entropy), while multi-kernel MMD^2 pulls
   R(source features) towards the target features, which the classifier reads unchanged."""
-  n = _num_source(batch)
+  n = num_source(batch)
   features = outputs['features']
   fused = ctx.fuse(features[:n])
   fused_loss = cross_entropy(ctx.classify(fused), batch['source']['label'])
@@ -326,83 +245,6 @@ def residual_fusion(outputs, batch, ctx):
                                              ctx.config.mmd_kernel_multipliers)
   mmd = discrepancy.mmd_from_kernel(kernel, n, linear=ctx.config.mmd_linear)
   return fused_loss + ctx.trade_off * mmd, {'fusion/source_loss': fused_loss, 'fusion/mmd': mmd}
-
-
-def mcd_discrepancy(probs_1: Array, probs_2: Array) -> Array:
-  """MCD's classifier discrepancy: mean |p1 - p2| over the batch and the classes."""
-  return jnp.mean(jnp.abs(probs_1 - probs_2))
-
-
-def mcd_class_balance(probs: Array) -> Array:
-  """TLlib's MCD 'entropy': -mean_k log(mean_i p_ik + 1e-6), small when every class is
-  predicted as often on the batch (not the per-example entropy)."""
-  return -jnp.mean(jnp.log(jnp.mean(probs, axis=0) + 1e-6))
-
-
-def _mcd_terms(outputs, batch, ctx):
-  """F2's source cross-entropy, the class-balance terms of both classifiers on target (times
-  `mcd_entropy_weight`) and their discrepancy on target; F1 is the model's classifier."""
-  n = _num_source(batch)
-  logits_2 = ctx.adversary(outputs['features'])
-  probs_1, probs_2 = jax.nn.softmax(outputs['logits'][n:]), jax.nn.softmax(logits_2[n:])
-  source_2 = cross_entropy(logits_2[:n], batch['source']['label'])
-  balance = mcd_class_balance(probs_1) + mcd_class_balance(probs_2)
-  return source_2, ctx.config.mcd_entropy_weight * balance, mcd_discrepancy(probs_1, probs_2)
-
-
-def mcd_fit(outputs, batch, ctx):
-  """MCD step A (Saito et al., CVPR 2018): G, F1 and F2 fit the source (F1's cross-entropy is
-  the step's source loss) plus the class-balance terms."""
-  source_2, balance, _ = _mcd_terms(outputs, batch, ctx)
-  return source_2 + balance, {'mcd/source_loss_f2': source_2, 'mcd/class_balance': balance}
-
-
-def mcd_maximize(outputs, batch, ctx):
-  """MCD step B: the classifiers fit the source and disagree on target (G does not move)."""
-  source_2, balance, discrepancy_t = _mcd_terms(outputs, batch, ctx)
-  return (source_2 + balance - ctx.trade_off * discrepancy_t,
-          {'mcd/discrepancy_maximized': discrepancy_t})
-
-
-def mcd_minimize(outputs, batch, ctx):
-  """MCD step C: the generator makes the classifiers agree on target (F1, F2 do not move)."""
-  _, _, discrepancy_t = _mcd_terms(outputs, batch, ctx)
-  return ctx.trade_off * discrepancy_t, {'mcd/discrepancy': discrepancy_t}
-
-
-def adda_discriminate(outputs, batch, ctx):
-  """ADDA's discriminator step (Tzeng et al., CVPR 2017): tell the frozen source model's source
-  features (label 0) from the target encoder's target features (label 1)."""
-  n = _num_source(batch)
-  source_features = ctx.source_model(batch['source']['input'])['features']
-  features = jnp.concatenate([source_features, jax.lax.stop_gradient(outputs['features'][n:])])
-  logits = ctx.discriminate(features)
-  labels = _domain_labels(source_features.shape[0], features.shape[0])
-  loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
-  accuracy = jnp.mean(((logits > 0) == (labels > 0.5)).astype(jnp.float32))
-  return loss, {'adda/domain_loss': loss, 'adda/domain_accuracy': accuracy}
-
-
-def adda_map(outputs, batch, ctx):
-  """ADDA's mapping step: the target encoder learns to make the discriminator call its target
-  features source (the GAN loss with inverted labels, not a reversed gradient)."""
-  n = _num_source(batch)
-  source_features = ctx.source_model(batch['source']['input'])['features']
-  # The discriminator sees both domains, as when it learns (its BatchNorm's batch statistics).
-  logits = ctx.discriminate(jnp.concatenate([source_features, outputs['features'][n:]]))
-  logits = logits[source_features.shape[0]:]
-  loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.zeros_like(logits)))
-  return loss, {'adda/mapping_loss': loss}
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-  """One update of a multi-phase method (MCD, ADDA): its own forward pass and `loss`, a term like
-  the others, after which only the parameter groups in `steps` move."""
-  loss: Callable[..., tuple[Array, Metrics]]
-  steps: tuple[str, ...]       # Names of Method.param_groups this phase updates.
-  task_loss: bool = True       # The step's supervised losses (source CE, regularizer) join in.
-  repeat: str = ''             # A config.method field: how many times in a row it runs (else 1).
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from transfer_jax import data as data_lib
 from transfer_jax.objectives import losses
-from transfer_jax.objectives.methods import nearest_centroid, shot_features
+from transfer_jax.objectives.self_training import nearest_centroid, shot_features
 from transfer_jax.training import parallel
 from transfer_jax.training.inputs import stream_seed
 from transfer_jax.training.state import TrainState
