@@ -59,6 +59,13 @@ def to_flax(module: 'nn.Module') -> dict:
   return {'params': params, **({'batch_stats': stats} if stats else {})}
 
 
+def _seeded(build, *args, seed: int) -> 'nn.Module':
+  """`build(*args)` with torch's initialisation drawn from `seed`, not from whatever state the
+  tests before this one left in torch's global generator."""
+  torch.manual_seed(seed)
+  return build(*args)
+
+
 def _randomise(module: 'nn.Module', seed: int) -> None:
   torch.manual_seed(seed)
   for m in module:
@@ -71,7 +78,7 @@ def _randomise(module: 'nn.Module', seed: int) -> None:
 
 @pytest.mark.parametrize('conv_impl', ['fused', 'xla'])
 def test_tllib_lenet_matches_torch_in_inference(conv_impl):
-  reference = tllib_torch(0.5)
+  reference = _seeded(tllib_torch, 0.5, seed=0)
   _randomise(reference, 0)
   reference.eval()
   images = np.random.default_rng(0).uniform(-1, 1, (8, 1, 28, 28)).astype(np.float32)
@@ -85,7 +92,7 @@ def test_tllib_lenet_matches_torch_in_inference(conv_impl):
 def test_tllib_lenet_matches_torch_in_training_with_batch_statistics():
   """Training mode: BatchNorm normalises with the batch's statistics and moves its running
   averages by torch's momentum 0.1 (dropout 0 on both sides, so the outputs are deterministic)."""
-  reference = tllib_torch(0.0)
+  reference = _seeded(tllib_torch, 0.0, seed=1)
   _randomise(reference, 1)
   variables = to_flax(reference)
   reference.train()
@@ -94,7 +101,9 @@ def test_tllib_lenet_matches_torch_in_training_with_batch_statistics():
   module = LeNetFeatures(**{**TLLIB, 'conv_dropout': 0.0, 'dense_dropout': 0.0})
   got, updated = module.apply(variables, jnp.asarray(images.transpose(0, 2, 3, 1)), train=True,
                               mutable=['batch_stats'])
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Batch statistics over 16 examples, reduced in float32 in another order by each framework:
+  # a few of the 4096 features differ by ~1e-5 (the weights of seed 1 give one such).
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=5e-5)
   bn = reference[12]
   np.testing.assert_allclose(updated['batch_stats']['bottleneck_bn']['mean'],
                              bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
@@ -108,7 +117,7 @@ def test_tllib_lenet_matches_torch_in_training_with_batch_statistics():
 
 
 def test_lenet5_matches_torch():
-  reference = lenet5_torch().eval()
+  reference = _seeded(lenet5_torch, seed=2).eval()
   images = np.random.default_rng(2).uniform(0, 1, (4, 1, 32, 32)).astype(np.float32)
   want = reference(torch.from_numpy(images)).detach().numpy()
   got = LeNetFeatures(**LENET5).apply(to_flax(reference), jnp.asarray(images.transpose(0, 2, 3, 1)))
