@@ -2,11 +2,8 @@
 
 'fused' (custom VJP, the default) is checked against 'xla' and against the textbook network built
 from nn.Conv + nn.max_pool, on random inputs and on images with exact ties in the max-pools; and,
-with torch installed, against the PyTorch reference of the speed benchmark.
+with torch installed, against the DANN paper's network written in torch (tests/torch_references.py).
 """
-
-import importlib.util
-import os
 
 import flax.linen as nn
 import jax
@@ -15,12 +12,10 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT
 from transfer_jax.errors import UserError
 from transfer_jax.models import MLP, DannLeNetFeatures, TransferModel
 from transfer_jax.objectives.gradient_reversal import gradient_reversal
 
-TORCH_REFERENCE = os.path.join(ROOT, '..', 'shared', 'bench', 'torch_dann_reference.py')
 TOL = 1e-5
 
 
@@ -117,15 +112,6 @@ def test_unknown_conv_impl_is_a_user_error():
     DannLeNetFeatures('cudnn').init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
 
 
-def _torch_reference():
-  if not os.path.isfile(TORCH_REFERENCE):
-    pytest.skip(f'{TORCH_REFERENCE} is not on this machine')
-  spec = importlib.util.spec_from_file_location('torch_dann_reference', TORCH_REFERENCE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _flax_params_from_torch(torch_model):
   """OIHW conv weights -> HWIO kernels, (out, in) linear weights -> (in, out) kernels."""
   state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
@@ -141,9 +127,9 @@ def _flax_params_from_torch(torch_model):
 
 def test_matches_the_torch_reference_logits_and_gradients():
   torch = pytest.importorskip('torch', reason='torch is not installed (pip install torch, CPU)')
-  reference = _torch_reference()
+  from torch_references import Dann
   torch.manual_seed(0)
-  torch_model = reference.Dann()
+  torch_model = Dann()
   batch = 8
   rng = np.random.default_rng(0)
   images = rng.random((2 * batch, 1, 28, 28), dtype=np.float32)

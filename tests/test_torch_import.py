@@ -1,12 +1,11 @@
 """PyTorch state_dict import: torchvision-named ResNet / VGG / DANN LeNet against torch references.
 
 The torch networks are re-built with torchvision's module names (no torchvision needed; the ResNets
-live in transfer_jax/bench/torch_models.py, which the ResNet benchmark shares), given random
+and the DANN LeNet are in tests/torch_references.py, the tests' own copies), given random
 weights and BatchNorm running statistics, saved as .pth and .safetensors, imported, and run side
 by side in eval mode.
 """
 
-import importlib.util
 import os
 import pathlib
 
@@ -18,15 +17,12 @@ from flax import traverse_util
 torch = pytest.importorskip('torch', reason='torch is not installed (pip install torch, CPU)')
 from torch import nn  # noqa: E402
 
+from torch_references import Dann, resnet  # noqa: E402
 from transfer_jax import config_lib  # noqa: E402
-from transfer_jax.bench.torch_models import BasicBlock, ResNet, resnet  # noqa: E402
 from transfer_jax.errors import UserError  # noqa: E402
 from transfer_jax.models import BACKBONES, MLP, DannLeNetFeatures, TransferModel  # noqa: E402
 from transfer_jax.models.vgg import VGGFeatures, adaptive_avg_pool  # noqa: E402
 from transfer_jax.transfer import torch_import  # noqa: E402
-
-DANN_REFERENCE = '/work/shared/bench/torch_dann_reference.py'
-
 
 # --- torchvision-identical reference networks (module names as in torchvision.models) ---
 
@@ -157,12 +153,7 @@ def test_vgg_rejects_too_small_images():
 
 
 def test_dann_lenet_matches_reference(tmp_path):
-  if not os.path.isfile(DANN_REFERENCE):
-    pytest.skip(f'{DANN_REFERENCE} is not on this machine')
-  spec = importlib.util.spec_from_file_location('torch_dann_reference', DANN_REFERENCE)
-  reference = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(reference)
-  torch_model = _randomize(reference.Dann())
+  torch_model = _randomize(Dann())
   state_dict = torch_import.load_torch_state_dict(_save(torch_model, tmp_path, 'safetensors'))
   params, batch_stats = torch_import.torch_to_flax(state_dict, 'dann_lenet', with_head=True)
   assert batch_stats == {}
@@ -185,7 +176,7 @@ def test_dann_lenet_matches_reference(tmp_path):
 
 @pytest.fixture(scope='module')
 def resnet18_state_dict():
-  model = _randomize(ResNet(BasicBlock, (2, 2, 2, 2)))
+  model = _randomize(resnet('resnet18'))
   return model, {k: v.numpy() for k, v in model.state_dict().items()}
 
 
@@ -244,7 +235,7 @@ def test_loading_something_else_fails_clearly(tmp_path, resnet18_state_dict):
 
 
 def test_resnet18_batch_stats_update_only_in_train_mode():
-  torch_model = _randomize(ResNet(BasicBlock, (2, 2, 2, 2), cifar=True))
+  torch_model = _randomize(resnet('resnet18_cifar'))
   state_dict = {k: v.numpy().copy() for k, v in torch_model.state_dict().items()}
   params, batch_stats = torch_import.torch_to_flax(state_dict, 'resnet18_cifar')
   backbone = _backbone('resnet18_cifar')
