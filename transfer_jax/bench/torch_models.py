@@ -2,8 +2,8 @@
 
 The networks carry torchvision's module names, so their state_dicts are what
 `transfer_jax.transfer.torch_import` reads (the tests build their own torch ResNets, in
-tests/torch_references.py, to check the Flax ones). Run as a script, this times the PyTorch side of `transfer_jax.bench.resnet_step`
-in a process without JAX and prints one JSON line:
+tests/torch_references.py, to check the Flax ones). Run as a script, this times the PyTorch
+side of `transfer_jax.bench.resnet_step` in a process without JAX and prints one JSON line:
 
   python -m transfer_jax.bench.torch_models --arch resnet50 --batch_size 16 --image_size 224 \\
       --num_classes 31 --steps 3 --repeats 3
