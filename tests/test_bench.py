@@ -1,8 +1,11 @@
 """The benchmarks run and print their fields (tiny sizes; the figures are not checked)."""
 
+import pytest
+
 from transfer_jax.bench import resnet_step
 
 
+@pytest.mark.slow
 def test_resnet_step_reports_positive_figures():
   records = resnet_step.main([
       '--arch', 'resnet18', '--batch_size', '2', '--image_size', '32', '--steps', '1',
@@ -19,6 +22,7 @@ def test_resnet_step_reports_positive_figures():
   assert 'ratio' not in summary  # --no_torch.
 
 
+@pytest.mark.slow
 def test_vectorized_benchmark_reports_both_modes_and_the_speedup():
   from conftest import TFDS_DIR
   from transfer_jax.bench import vectorized

@@ -232,6 +232,7 @@ def test_builder_from_a_folder_anywhere_and_class_mismatch(tmp_path):
   assert_one_line_error(excinfo, "no domain 'Clipart'", "['Art', 'Real World']")
 
 
+@pytest.mark.slow
 def test_package_datasets_need_no_manual_files(tmp_path):
   optdigits = builders.load_split('optdigits', 'train', str(tmp_path))
   assert optdigits['image'].shape == (1797, 8, 8, 1) and optdigits['image'].max() == 255

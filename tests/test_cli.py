@@ -133,6 +133,7 @@ def test_a_saved_config_json_gives_back_the_same_config(tmp_path, capsys):
   assert 'not valid JSON' in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_a_finished_run_reruns_from_its_config_json(tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   config = tiny_digits('method=source_only', total_steps=2, eval_every_steps=2,

@@ -20,6 +20,7 @@ def _inputs(domain, split):
                          data_lib.eval_batches(domain.splits[split], domain.batch_fn, 256)])
 
 
+@pytest.mark.slow
 def test_embedded_digits_are_mnist_framed_28x28_in_unit_range():
   data = _data(domain_config('mnist5000', test_split='holdout'),
                domain_config('optdigits', test_split='holdout', box_size=20))

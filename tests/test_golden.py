@@ -26,6 +26,8 @@ from transfer_jax.training import train  # noqa: E402
 GOLDEN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden', 'runs.json')
 # Not numbers of the run: wall-clock figures.
 UNTIMED = ('wall_s', 'train/steps_per_s')
+# Seven tiny runs in one module fixture: about 4 min on 2 busy cores, so out of the fast subset.
+pytestmark = pytest.mark.slow
 # Float32 on another CPU model may differ in the last bits; a flipped prediction moves an
 # accuracy by one example in 128 or more, far above this.
 RTOL, ATOL = 2e-4, 2e-5

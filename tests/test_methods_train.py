@@ -33,6 +33,7 @@ def source_model(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', TRAINED_HERE)
 def test_method_trains_from_its_config(name, tmp_path):
   summary = train.train_and_evaluate(tiny_digits(f'method={name}'), str(tmp_path))
@@ -45,6 +46,7 @@ def test_method_trains_from_its_config(name, tmp_path):
   assert 0.0 <= summary['final']['target/test/accuracy'] <= 1.0
 
 
+@pytest.mark.slow
 def test_shot_adapts_source_free_with_a_fixed_classifier(source_model, tmp_path):
   config = tiny_digits('method=shot', **{'init_from.path': source_model})
   assert config.objective.source_weight == 0.0 and config.init_from.required
@@ -65,6 +67,7 @@ def test_shot_without_a_source_model_is_a_clear_error(tmp_path):
     train.train_and_evaluate(tiny_digits('method=shot'), str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['jan', 'mcc'])
 def test_global_batch_statistics_agree_on_one_and_eight_devices(name, tmp_path, eight_devices):
   """Kernels over the whole batch and class-confusion matrices are global-batch statistics."""
@@ -88,6 +91,7 @@ def tllib_tiny(arg: str, **overrides):
   return config_lib.load_config(spec, [f'{k}={v}' for k, v in overrides.items()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['bsp', 'mcd'])
 def test_tllib_methods_run_from_the_tllib_config_in_tiny_mode(name, tmp_path):
   summary = train.train_and_evaluate(tllib_tiny(f'method={name}'), str(tmp_path))
@@ -97,6 +101,7 @@ def test_tllib_methods_run_from_the_tllib_config_in_tiny_mode(name, tmp_path):
   assert 0.0 <= summary['final']['target/test/accuracy'] <= 1.0
 
 
+@pytest.mark.slow
 def test_adda_adapts_a_target_encoder_from_a_source_model_with_a_fixed_classifier(tmp_path):
   """The paper's ADDA through configs/mnist_usps_tllib.py: a source-only run with the same
   network, then ADDA from it: the classifier never moves, the target encoder does."""

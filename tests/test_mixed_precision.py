@@ -33,7 +33,8 @@ BACKBONES = {
 }
 
 
-@pytest.mark.parametrize('name', sorted(BACKBONES))
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n == 'resnet50' else n
+                                  for n in sorted(BACKBONES)])
 def test_bfloat16_backbones_compute_in_bfloat16_with_float32_parameters(name):
   make, shape = BACKBONES[name]
   images = jax.random.uniform(jax.random.key(0), shape)
@@ -53,6 +54,7 @@ def test_bfloat16_backbones_compute_in_bfloat16_with_float32_parameters(name):
   assert scale > 0 and float(jnp.max(jnp.abs(got - want))) < 0.05 * scale
 
 
+@pytest.mark.slow
 def test_a_bfloat16_run_trains_and_stays_near_the_float32_run(tmp_path):
   steps = dict(total_steps=60, log_every_steps=20, eval_every_steps=60,
                checkpoint_every_steps=60, **{'optimizer.learning_rate': 0.05})

@@ -17,7 +17,9 @@ SHARED_DATA = os.path.join(ROOT, '..', 'shared', 'datasets')
 MNIST_M = os.path.join(SHARED_DATA, 'mnist_m')
 SIZES = {'train': 59001, 'test': 9001}
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(MNIST_M), reason=f'needs {MNIST_M}')
+# Real data (decoding the release takes the time): slow.
+pytestmark = [pytest.mark.skipif(not os.path.isdir(MNIST_M), reason=f'needs {MNIST_M}'),
+              pytest.mark.slow]
 
 
 @pytest.fixture(scope='module')

@@ -29,6 +29,7 @@ def _first_record(workdir):
     return json.loads(f.readline())
 
 
+@pytest.mark.slow
 def test_a_task_with_its_own_head_trains_and_is_evaluated_with_it(tmp_path):
   opt = task_config(domain_config('optdigits', test_split='holdout', box_size=20), head='opt',
                     weight=0.5)
@@ -48,6 +49,7 @@ def test_an_unknown_task_in_eval_splits_names_the_roles(tmp_path):
     train.train_and_evaluate(tiny_digits(eval_splits="('nothing/test',)"), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_multi_source_adaptation_feeds_every_source_to_the_alignment_term(tmp_path):
   """Three SURF domains into the fourth: one batch per source domain, DANN sees them all."""
   if not os.path.isdir(SHARED_DATA):
@@ -64,6 +66,7 @@ def test_multi_source_adaptation_feeds_every_source_to_the_alignment_term(tmp_pa
                                         'target=W'))
 
 
+@pytest.mark.slow
 def test_net2net_grown_model_loads_through_init_from_and_computes_the_small_function(tmp_path):
   """T6's path: pretrain the small growable net, grow it (noise 0), save .npz, and start the
   large run from it: every leaf loads and the grown net's first eval equals the small net's."""

@@ -77,6 +77,7 @@ def test_a_batch_read_in_one_call_equals_the_rows_read_one_by_one():
   assert [blocks[i] for i in range(4)] == [shuffled[2], shuffled[3], shuffled[6], shuffled[7]]
 
 
+@pytest.mark.slow
 def test_index_orders_gather_the_batches_of_train_iterator_and_share_its_state():
   from transfer_jax.data.pipeline import IndexOrder, gather_batches
   from transfer_jax.data.sources import Subset

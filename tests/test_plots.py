@@ -138,6 +138,7 @@ def test_proxy_a_distance_by_hand():
     plots_features.proxy_a_distance(np.zeros((5, 2)), np.zeros((9, 2)))
 
 
+@pytest.mark.slow
 def test_tsne_and_pad_of_a_tiny_run(tiny_run, tmp_path, capsys):  # noqa: F811
   cache = str(tmp_path / 'cache')
   prefix = str(tmp_path / 'tsne')

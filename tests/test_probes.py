@@ -127,6 +127,7 @@ def test_features_are_cached_and_the_key_follows_weights_and_preprocessing(
   assert len(os.listdir(tmp_path)) == 15
 
 
+@pytest.mark.slow
 def test_probe_command_end_to_end(tiny_run, tmp_path, capsys):
   workdir = str(tmp_path / 'probe')
   argv = [f'--config={SPEC}', f'--workdir={workdir}', *(f'--config.{o}' for o in OVERRIDES),

@@ -104,6 +104,7 @@ def fault_reference(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_kills_at_seeded_random_moments_then_resume_equals_an_uninterrupted_run(
     fault_reference, tmp_path):
   """SIGTERM, SIGINT, then 10 SIGKILLs at seeded random moments (some as soon as a checkpoint
@@ -149,6 +150,7 @@ def test_kills_at_seeded_random_moments_then_resume_equals_an_uninterrupted_run(
   assert not os.path.exists(workdir / 'checkpoints.corrupt')
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_workdir_is_refused_naming_the_first(fault_reference, tmp_path):
   workdir = tmp_path / 'shared'
   process = _start(workdir, FAULT_OVERRIDES)
@@ -242,6 +244,7 @@ ITERATION_SCHEDULES = {'optimizer.schedule': 'inverse', 'method.grl_schedule': '
                        'log_every_steps': 2, 'eval_every_steps': 3, 'checkpoint_every_steps': 3}
 
 
+@pytest.mark.slow
 def test_a_finished_run_continues_to_more_steps_equal_to_a_longer_run(tmp_path):
   continued, longer = tmp_path / 'continued', tmp_path / 'longer'
   train.train_and_evaluate(tiny_digits(total_steps=6, **ITERATION_SCHEDULES), str(continued))
@@ -276,6 +279,7 @@ def test_continuing_a_run_whose_schedules_depend_on_the_total_is_refused(tiny_ru
   assert len(err) == 1 and field in err[0] and 'new --workdir' in err[0]
 
 
+@pytest.mark.slow
 def test_two_sweep_workers_never_hold_one_lock(tmp_path):
   """Two processes race for the locks of 100 workdirs, half of them left by a dead holder."""
   root = tmp_path / 'runs'

@@ -367,6 +367,7 @@ SUBPROCESS_CASES = ['config_syntax_error', 'workdir_is_a_file', 'npz_random_byte
                     'total_steps_zero']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', SUBPROCESS_CASES)
 def test_bad_input_from_a_terminal(name, tmp_path):
   """The same cases through `python -m transfer_jax.main`: what a user sees."""

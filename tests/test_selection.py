@@ -62,6 +62,7 @@ def test_best_step_picks_the_maximum_of_a_criterion():
   assert selection.best_step(records, 'select/dev') is None
 
 
+@pytest.mark.slow
 def test_the_loop_logs_every_criterion_at_each_evaluation(tmp_path):
   # target/oracle_val is evaluated without being named in eval_splits (the tables' oracle).
   config = tiny_digits(**{'selection': True, 'data.source.val_fraction': 0.2,

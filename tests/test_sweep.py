@@ -45,6 +45,7 @@ def test_grid_random_search_and_run_names_are_deterministic():
   assert name != run_name('configs/x.py', 'method=dann', {'seed': 1, 'method.trade_off': 0.3})
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_run_once_and_a_rerun_skips_them(sweep_file, tmp_path, capsys):
   workdir = str(tmp_path / 'runs')
   first = sweep.run_sweep(sweep_file, workdir)
@@ -92,6 +93,7 @@ def test_a_live_lock_is_respected_and_a_dead_ones_is_taken_over(sweep_file, tmp_
   assert workdir_lib.lock_holder(dead) is None   # Released after training.
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_trains_the_runs(sweep_file, tmp_path):
   pytest.importorskip('submitit')
   workdir = str(tmp_path / 'runs')
@@ -121,6 +123,7 @@ def test_bad_sweep_files_are_one_line_errors(tmp_path, capsys):
   assert 'twice' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_one_dataset_take_turns(tmp_path):
   """Parallel runs of a sweep may prepare the same TFDS dataset at once: both must succeed."""
   code = ('import sys; from transfer_jax.data.builders import load_split; '
@@ -146,6 +149,7 @@ REPORT_SWEEP = textwrap.dedent(f"""
 """)
 
 
+@pytest.mark.slow
 def test_report_gathers_the_runs_into_markdown_and_latex_tables(tmp_path):
   import numpy as np
 
@@ -167,6 +171,7 @@ def test_report_gathers_the_runs_into_markdown_and_latex_tables(tmp_path):
   assert '\\toprule' in latex and 'source\\_only' in latex and '\\pm' in latex
 
 
+@pytest.mark.slow
 def test_report_puts_the_selection_rules_side_by_side(tmp_path):
   from transfer_jax import report
   text = REPORT_SWEEP.replace("'title': 'tiny'}", "'title': 'tiny', 'selection': True}").replace(
@@ -201,6 +206,7 @@ DEPENDENT_SWEEP = textwrap.dedent(f"""
 """)
 
 
+@pytest.mark.slow
 def test_a_run_that_needs_another_starts_from_its_finished_workdir(tmp_path):
   """The process executor with 2 slots would start both runs at once: the waves make the
   fine-tuning run wait for the pretraining run, whose workdir it loads through {sweep_workdir}."""
@@ -328,6 +334,7 @@ def test_the_t5_and_t6_sweep_files_start_their_transfer_runs_from_their_pretrain
              for r in grown)
 
 
+@pytest.mark.slow
 def test_vectorize_trains_runs_that_differ_in_seed_as_one_group(sweep_file, tmp_path, capsys):
   workdir = str(tmp_path / 'runs')
   outcomes = sweep.run_sweep(sweep_file, workdir, vectorize=2)

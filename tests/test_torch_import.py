@@ -104,8 +104,10 @@ def _assert_close(flax_value, torch_value, what):
 
 
 @pytest.mark.parametrize('arch,fmt,size', [
-    ('resnet18', 'pth', 64), ('resnet18_cifar', 'safetensors', 32),
-    ('resnet50', 'safetensors', 64), ('resnet50_cifar', 'pth', 32)])
+    pytest.param('resnet18', 'pth', 64, marks=pytest.mark.slow),
+    ('resnet18_cifar', 'safetensors', 32),
+    pytest.param('resnet50', 'safetensors', 64, marks=pytest.mark.slow),
+    pytest.param('resnet50_cifar', 'pth', 32, marks=pytest.mark.slow)])
 def test_resnet_matches_torch(tmp_path, arch, fmt, size):
   torch_model = _randomize(resnet(arch))
   path = _save(torch_model, tmp_path, fmt)
@@ -124,6 +126,7 @@ def test_resnet_matches_torch(tmp_path, arch, fmt, size):
     _assert_close(outputs['logits'], torch_model(torch.from_numpy(images)), f'{arch} logits')
 
 
+@pytest.mark.slow
 def test_vgg16_matches_torch(tmp_path):
   torch_model = _randomize(VGG16())
   state_dict = torch_import.load_torch_state_dict(_save(torch_model, tmp_path, 'pth'))

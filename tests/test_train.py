@@ -48,6 +48,7 @@ def dann_run(tmp_path_factory):
   return workdir, train.train_and_evaluate(tiny_digits(), workdir)
 
 
+@pytest.mark.slow
 def test_run_writes_the_contract_files(dann_run):
   workdir, summary = dann_run
   with open(os.path.join(workdir, 'config.json')) as f:
@@ -69,6 +70,7 @@ def test_run_writes_the_contract_files(dann_run):
   assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_the_metrics(dann_run):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   workdir, _ = dann_run
@@ -78,6 +80,7 @@ def test_tensorboard_events_hold_the_metrics(dann_run):
   assert steps == [3, 6]
 
 
+@pytest.mark.slow
 def test_eval_is_exact_over_the_whole_split(dann_run):
   """Accuracy from the padded, sharded eval equals a plain numpy evaluation of the same params."""
   workdir, summary = dann_run
@@ -96,12 +99,14 @@ def test_eval_is_exact_over_the_whole_split(dann_run):
   np.testing.assert_allclose(summary['final']['target/test/accuracy'], accuracy, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_run_says_so(dann_run, capsys):
   workdir, summary = dann_run
   assert train.train_and_evaluate(tiny_digits(), workdir) == summary
   assert 'already finished' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_one_device_and_eight_devices_agree(dann_run, tmp_path, eight_devices):
   workdir8, _ = dann_run
   one = Mesh(np.asarray(eight_devices[:1]), ('data',))
@@ -114,12 +119,14 @@ def test_batch_not_divisible_by_device_count_is_a_clear_error(tmp_path):
     train.train_and_evaluate(tiny_digits(batch_size=12), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_changed_config_on_an_existing_workdir_is_refused(dann_run):
   workdir, _ = dann_run
   with pytest.raises(ValueError, match='differs in optimizer.learning_rate'):
     train.train_and_evaluate(tiny_digits(**{'optimizer.learning_rate': 0.5}), workdir)
 
 
+@pytest.mark.slow
 def test_resume_after_a_hard_kill_matches_an_uninterrupted_run(tmp_path):
   overrides = {'total_steps': 40, 'log_every_steps': 1, 'eval_every_steps': 10,
                'checkpoint_every_steps': 4}
@@ -157,6 +164,7 @@ def test_resume_after_a_hard_kill_matches_an_uninterrupted_run(tmp_path):
                load_params(str(reference)))
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_digits(**{'optimizer.learning_rate': 1e30, 'optimizer.schedule': 'constant',
                           'checkpoint_every_steps': 1, 'log_every_steps': 1})
@@ -180,6 +188,7 @@ CONFIG_SPECS += [os.path.join(ROOT, 'configs', f) for f in (
     'mnist_usps.py:tiny,protocol=jda,reverse', 'office_caltech_surf.py:tiny,source=D,target=A')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('spec', CONFIG_SPECS, ids=lambda s: os.path.basename(s))
 def test_every_config_runs_in_tiny_mode(spec, tmp_path, dann_run):
   if any(name in spec for name in NEEDS_FILES) and not os.path.isdir(SHARED_DATA):
@@ -195,6 +204,7 @@ def test_every_config_runs_in_tiny_mode(spec, tmp_path, dann_run):
   assert losses and np.all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_readme_custom_data_example(tmp_path):
   """The README's 'your own data' snippet, on generated scans, in tiny mode."""
   from transfer_jax import data
@@ -215,6 +225,7 @@ def test_readme_custom_data_example(tmp_path):
   assert train.train_and_evaluate(config, str(tmp_path / 'npz'))['steps'] == config.total_steps
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(dann_run, tmp_path):
   """2 local CPU processes x 4 devices train the same steps as 1 process x 8 devices."""
   import socket

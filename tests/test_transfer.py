@@ -129,6 +129,7 @@ def _finetune(recipe, pretrained, tmp_path, **overrides):
   return config, train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_finetune_loads_everything_but_the_new_head(pretrained_workdir, tmp_path):
   # Seed 1: the fresh head then differs from the (barely trained, seed-0) pretrained one.
   _finetune('finetune', pretrained_workdir, tmp_path, total_steps=1, seed=1)
@@ -143,12 +144,14 @@ def test_finetune_loads_everything_but_the_new_head(pretrained_workdir, tmp_path
                          source['classifier']['out']['kernel'], atol=0.05)
 
 
+@pytest.mark.slow
 def test_head_only_leaves_the_backbone_exactly_at_theta_s(pretrained_workdir, tmp_path):
   _finetune('head_only', pretrained_workdir, tmp_path)
   source, tuned = load_params(pretrained_workdir), load_params(str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, tuned['backbone'], source['backbone'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('recipe', ['l2_sp', 'fisher_sp', 'lp_ft'])
 def test_regularised_recipes_run_and_log_their_terms(recipe, pretrained_workdir, tmp_path):
   _, summary = _finetune(recipe, pretrained_workdir, tmp_path)
@@ -167,6 +170,7 @@ def test_transfer_recipe_without_a_pretrained_path_is_refused(tmp_path):
     _finetune('l2_sp', '', tmp_path)
 
 
+@pytest.mark.slow
 def test_cifar10_to_cifar100_pretrain_then_finetune_with_a_new_head(tmp_path):
   """Both stages in tiny mode on archives in the official binary format; 10 -> 100 classes."""
   from test_cifar import BUILDERS, archive_path, release_files, write_archive
@@ -190,6 +194,7 @@ def test_cifar10_to_cifar100_pretrain_then_finetune_with_a_new_head(tmp_path):
   assert 'params/classifier/out/kernel' in table and 'skipped' in table
 
 
+@pytest.mark.slow
 def test_imagefolder_resnet50_config_on_a_folder_the_test_writes(tmp_path):
   from PIL import Image
   rng = np.random.default_rng(0)
@@ -241,6 +246,7 @@ def test_frozen_batch_norm_keeps_the_transferred_statistics(tmp_path):
                                 source_stats['batch_stats/backbone/bn0/mean'])
 
 
+@pytest.mark.slow
 def test_adabn_evaluates_the_target_with_target_statistics(tmp_path):
   """With inputs shifted by +3 on the target, AdaBN's re-estimated means follow the shift, and
   target accuracy uses them (source-only training statistics are kept for the source)."""

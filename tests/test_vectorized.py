@@ -37,6 +37,7 @@ def one_by_one(tmp_path_factory):
   return workdirs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('group', ['varied', 'same_seed'])
 def test_vectorized_runs_equal_one_by_one_runs(group, one_by_one, tmp_path):
   settings, expected = ((VARIED, one_by_one[:3]) if group == 'varied'
@@ -55,6 +56,7 @@ def test_vectorized_runs_equal_one_by_one_runs(group, one_by_one, tmp_path):
     assert json.load(a)['final'] != json.load(b)['final']
 
 
+@pytest.mark.slow
 def test_an_interrupted_group_resumes_to_the_same_result(one_by_one, tmp_path):
   workdirs = [str(tmp_path / str(i)) for i in range(3)]
   configs = _configs(VARIED)
@@ -81,6 +83,7 @@ def test_runs_that_differ_in_other_keys_are_refused(tmp_path):
       'method.trade_off', 'optimizer.learning_rate', 'optimizer.weight_decay', 'seed']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('in_memory', [True, False])
 def test_a_group_reads_each_runs_batches_in_one_gather(in_memory):
   """TrainBatches gives, stacked, the batches each run's own grain iterators give (in memory:
@@ -105,6 +108,7 @@ def test_a_group_reads_each_runs_batches_in_one_gather(in_memory):
                                 next(alone[1]['target'])['input'])
 
 
+@pytest.mark.slow
 def test_a_method_sees_each_runs_trade_off_in_a_group(tmp_path):
   """DANN's transfer loss is trade_off x its domain loss (constant schedule): per run, the ratio
   of the logged means is that run's trade-off, not the first config's."""
