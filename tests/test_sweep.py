@@ -11,8 +11,9 @@ import textwrap
 import pytest
 
 from conftest import ROOT, TFDS_DIR
-from transfer_jax import sweep
+from transfer_jax import sweep, sweep_worker
 from transfer_jax.sweep_file import LOCATION_KEYS, legacy_run_name, run_name
+from transfer_jax.training import runtime
 from transfer_jax.training import workdir as workdir_lib
 
 SWEEP = textwrap.dedent(f"""
@@ -411,3 +412,19 @@ def test_a_failed_submitit_job_is_reported_by_its_error_not_its_log_path():
       "ModuleNotFoundError: No module named 'transfer_jax' (job log: /w/.submitit/1_0_log.err)")
   assert sweep._last_error_line('ValueError: bad\n') == 'ValueError: bad'
   assert sweep._last_error_line('') == ''
+
+
+def test_a_signal_stops_the_sweep_not_just_its_run(sweep_file, tmp_path, monkeypatch, capsys):
+  """SIGTERM in a run (train raises Interrupted after checkpointing) ends the sweep with
+  128 + signum: the next run does not start (it used to be counted failed and the sweep went
+  on to the next run)."""
+  calls = []
+
+  def interrupted(configs, workdirs):
+    calls.append(workdirs)
+    raise runtime.Interrupted(15, 'stopped by SIGTERM at step 1 of 3')
+
+  monkeypatch.setattr(sweep_worker.train, 'train_runs', interrupted)
+  status = sweep.main([sweep_file, f'--workdir={tmp_path / "runs"}'])
+  assert status == 128 + 15 and len(calls) == 1
+  assert 'sweep stopped: stopped by SIGTERM' in capsys.readouterr().err

@@ -69,6 +69,7 @@ from transfer_jax.sweep_file import (  # noqa: F401 (grid, random_search: for sw
   select_runs,
 )
 from transfer_jax.sweep_progress import Progress, logged_train_runs, table_figures
+from transfer_jax.training import runtime
 from transfer_jax.training import workdir as workdir_lib
 from transfer_jax.training.vectorized import group_key
 
@@ -218,6 +219,8 @@ def _execute(groups: list[list[tuple[str, str, list[str], str]]], executor: str,
       try:
         ended(list(zip(names, logged_train_runs(list(specs), list(overrides), list(run_dirs)),
                        strict=True)))
+      except runtime.Interrupted:
+        raise   # SIGTERM / SIGINT stops the sweep, not just its run (checkpointed: resumable).
       except Exception as e:  # noqa: BLE001 (one failed run must not stop the sweep)
         print(f'run {", ".join(names)} failed: {type(e).__name__}: {e}', file=sys.stderr)
         ended([(name, 'failed') for name in names])
@@ -307,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except runtime.Interrupted as e:
+    print(f'sweep stopped: {e}; rerun the sweep to go on', file=sys.stderr)
+    return 128 + e.signum
   return 1 if outcomes['failed'] else 0
 
 

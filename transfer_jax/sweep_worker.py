@@ -42,7 +42,7 @@ def train_runs(specs: list[str], overrides: list[list[str]], workdirs: list[str]
       try:
         train.train_runs(configs, [workdirs[i] for i in chosen])
       except Exception as e:  # noqa: BLE001 (a group: the runs that finished still count)
-        if len(chosen) == 1:
+        if len(chosen) == 1 or isinstance(e, runtime.Interrupted):
           raise
         error = e
   finally:
