@@ -155,7 +155,7 @@ def _pretrained_run(folder):
 
 CASES = [
     # Command line and config files.
-    Case('missing_config_file', expect=('nope.py', 'configs/NAME.py'),
+    Case('missing_config_file', expect=('nope.py', 'configs/digits.py'),
          spec=os.path.join(ROOT, 'configs', 'nope.py')),
     Case('config_syntax_error', expect=('my_config.py', 'line 2'),
          setup=_config_file('def get_config(arg=None):\n  return (\n')),

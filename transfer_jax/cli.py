@@ -1,6 +1,6 @@
 """The `transfer-jax` command: one entry point for every tool of the package.
 
-  transfer-jax train  --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+  transfer-jax train  --config=configs/digits.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
   transfer-jax sweep  experiments/NAME.py [--executor=...] [--only KEY=VALUE ...]
   transfer-jax report experiments/NAME.py [--workdir=DIR] [--experiments]
   transfer-jax plots  curves|sweep|tsne|pad ...

@@ -1,4 +1,4 @@
-"""Loading `configs/NAME.py[:ARG]` files and applying `--config.a.b=VALUE` overrides.
+"""Loading `configs/digits.py[:ARG]` files and applying `--config.a.b=VALUE` overrides.
 
 A config file defines `get_config(arg: str | None) -> ConfigDict`. `arg` is a comma-separated
 list of `key=value` items or bare flags (`tiny`), parsed by `parse_arg` against typed defaults.
@@ -51,14 +51,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def resolve_config_path(path: str) -> str:
-  """`path` as given, else relative to the repository (`configs/NAME.py` from anywhere with an
+  """`path` as given, else relative to the repository (`configs/digits.py` from anywhere with an
   editable install), else a one-line error."""
   if os.path.exists(path):
     return path
   in_repo = os.path.join(ROOT, path)
   if not os.path.isabs(path) and os.path.exists(in_repo):
     return in_repo
-  raise UserError(f'config file {path!r} not found; pass --config=configs/NAME.py[:ARG] or '
+  raise UserError(f'config file {path!r} not found; pass --config=configs/digits.py[:ARG] or '
                   '--config=WORKDIR/config.json (`transfer-jax list configs` lists them)')
 
 
@@ -92,7 +92,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 
 def _load_module(path: str) -> Any:
   if not path.endswith('.py'):
-    raise UserError(f'{path} is not a config file; give configs/NAME.py[:ARG] or a run\'s '
+    raise UserError(f'{path} is not a config file; give configs/digits.py[:ARG] or a run\'s '
                     'WORKDIR/config.json')
   module_spec = importlib.util.spec_from_file_location(
       f'transfer_jax_config_{os.path.splitext(os.path.basename(path))[0]}', path)

@@ -1,4 +1,4 @@
-"""Train one run: `transfer-jax train --config=configs/NAME.py[:ARG] --workdir=DIR
+"""Train one run: `transfer-jax train --config=configs/digits.py[:ARG] --workdir=DIR
 [--config.KEY=VALUE ...]` (the same as `python -m transfer_jax.main ...`).
 
 Flags are absl flags and the config is an `ml_collections.config_flags` config flag, as in flax's
@@ -23,7 +23,7 @@ from transfer_jax import config_lib
 from transfer_jax.errors import UserError
 from transfer_jax.training import runtime, train
 
-USAGE = ('usage: transfer-jax train --config=configs/NAME.py[:ARG] --workdir=DIR '
+USAGE = ('usage: transfer-jax train --config=configs/digits.py[:ARG] --workdir=DIR '
          '[--config.KEY=VALUE ...] [--print_config] [--flagfile=FILE]')
 _CONFIG_VALUE = re.compile(r'--?config=(.*)')
 _OVERRIDE = re.compile(r'--?(?:no)?config\.([^=]+)(?:=.*)?')

@@ -1,4 +1,4 @@
-"""Linear probes: `transfer-jax probe --config=configs/NAME.py[:ARG] --workdir=DIR
+"""Linear probes: `transfer-jax probe --config=configs/digits.py[:ARG] --workdir=DIR
 [--config.KEY=VALUE ...] [--raw] [--cache_dir=DIR]` (the same as `python -m transfer_jax.probe`).
 
 Linear probes (ridge, logistic regression) on the features of the backbone that
@@ -18,7 +18,7 @@ from transfer_jax.errors import UserError
 from transfer_jax.training import runtime
 
 USAGE = ('usage: transfer-jax probe (or python -m transfer_jax.probe) '
-         '--config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [--raw] '
+         '--config=configs/digits.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [--raw] '
          '[--cache_dir=DIR]')
 EXTRAS = (train_main.Extra('raw', False, 'probe the model inputs instead of the features'),
           train_main.Extra('cache_dir', '', 'feature cache (default: WORKDIR/features)'))

@@ -3,8 +3,9 @@
 `python -m transfer_jax.report ...`).
 
 Reads only the runs' workdir files (summary.json), never a model. The tables go to the sweep's
-workdir (WORKDIR/NAME.md, .tex); `--publish` writes the committed experiments/NAME.md and .tex
-beside the sweep file instead, and only when every run is finished. A sweep file may set
+workdir (WORKDIR/SWEEP.md, .tex); `--publish` writes the committed tables (e.g.
+experiments/t1_mnist_usps_tllib.md, .tex) beside the sweep file instead, and only when every
+run is finished. A sweep file may set
 
   TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
            'metric': 'target/test/accuracy', 'scale': 100, 'title': '...'}

@@ -65,7 +65,7 @@ def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None,
                       + ', '.join(RUN_KEYS))
     config = run.get('config', getattr(module, 'CONFIG', None))
     if not config:
-      raise UserError(f'{path}: set CONFIG = "configs/NAME.py" or give each run a config')
+      raise UserError(f'{path}: set CONFIG = "configs/digits.py" or give each run a config')
     overrides = {**run.get('overrides', {}), **(extra_overrides or {})}
     labels = dict(run.get('labels', {}))
     name = run.get('name') or run_name(config, run.get('arg', ''), overrides, labels)
