@@ -89,6 +89,22 @@ def test_custom_arrays_and_npz_domains(tmp_path):
   assert 'label' not in source.unlabeled_fn(first)
 
 
+def test_center_subtracts_the_pooled_training_mean_of_both_domains():
+  """'center' (the DANN paper's mean subtraction): one per-channel mean of the source and target
+  training images together, weighted by their sizes, subtracted from both domains' inputs."""
+  grey = lambda n, value: np.full((n, 4, 4, 1), value, np.uint8)  # noqa: E731
+  data_lib.register_arrays('dark', {'train': {'image': grey(30, 51), 'label': np.arange(30) % 3},
+                                    'test': {'image': grey(6, 51), 'label': np.arange(6) % 3}})
+  data_lib.register_arrays('light', {'train': {'image': grey(10, 153), 'label': np.arange(10) % 3},
+                                     'test': {'image': grey(6, 153), 'label': np.arange(6) % 3}})
+  data = _data(domain_config('dark'), domain_config('light'), image_size=0, normalize='center')
+  # Means 0.2 (30 images) and 0.6 (10 images): pooled (30 * 0.2 + 10 * 0.6) / 40 = 0.3.
+  for role, expected in (('source', 0.2 - 0.3), ('target', 0.6 - 0.3)):
+    domain = data_lib.load_domain(data[role], data, role)
+    for split in ('train', 'test'):
+      np.testing.assert_allclose(_inputs(domain, split), expected, atol=1e-6)
+
+
 def test_preprocessing_functions():
   grey = np.full((1, 2, 2, 1), 0.5, np.float32)
   assert preprocess.set_channels(grey, 3).shape == (1, 2, 2, 3)

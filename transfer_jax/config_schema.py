@@ -235,7 +235,8 @@ def data_config(source: ml_collections.ConfigDict, target: ml_collections.Config
       image_size=28,           # Common square size (0: keep the stored size).
       channels=1,              # 1 or 3: grey <-> RGB conversion where a domain differs.
       # 'unit': [0, 1]; 'symmetric': (x - 0.5) / 0.5 in [-1, 1] (TLlib's digits);
-      # 'standardize': per-channel train statistics.
+      # 'standardize': per-channel train statistics; 'center': minus the per-channel mean of
+      # the source and target training images together (the DANN paper's mean subtraction).
       normalize='unit',
       in_memory=True,          # Read the splits into memory (small data); False streams them.
       test_fraction=0.2,       # For test_split='holdout'.

@@ -26,7 +26,7 @@ LR_SCHEDULES = ('dann_annealing', 'inverse', 'constant', 'cosine', 'step')
 GRL_SCHEDULES = ('dann', 'warm_start', 'constant')
 RAMPS = ('constant', 'linear', 'dann')
 BATCH_NORM_MODES = ('train', 'frozen', 'adabn')
-NORMALIZE = ('unit', 'symmetric', 'standardize')
+NORMALIZE = ('unit', 'symmetric', 'standardize', 'center')
 EVAL_SPLITS = ('test', 'val', 'oracle_val', 'labeled')
 # Schedules that are functions of the iteration alone: a run using only these can continue.
 ITERATION_LR_SCHEDULES = ('constant', 'inverse')

@@ -104,19 +104,46 @@ def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDi
   splits = make_splits(stored, domain, data, role)
   post_fn = None
   if data.normalize == 'standardize':
-    sample = np.arange(min(STATS_EXAMPLES, len(splits['train'])))
-    train_inputs = preprocess.model_inputs(_stack(read_many(splits['train'], sample)), image_fn)
-    post_fn = preprocess.standardizer(train_inputs)
+    post_fn = preprocess.standardizer(_train_sample(splits, image_fn))
+  elif data.normalize == 'center':
+    post_fn = preprocess.centerer(_pooled_train_mean(data, (role, splits, image_fn)))
   elif data.normalize == 'symmetric':
     post_fn = preprocess.symmetric
   elif data.normalize != 'unit':
     raise UserError(f"unknown config.data.normalize={data.normalize!r}; use 'unit', "
-                    "'symmetric' or 'standardize'")
+                    "'symmetric', 'standardize' or 'center'")
   return Domain(name=domain.name, num_classes=num_classes, splits=splits,
                 batch_fn=functools.partial(preprocess.to_model_batch, image_fn=image_fn,
                                            post_fn=post_fn),
                 unlabeled_fn=functools.partial(preprocess.to_model_batch, image_fn=image_fn,
                                                post_fn=post_fn, with_label=False))
+
+
+def _train_sample(splits: dict[str, Any], image_fn: Callable) -> np.ndarray:
+  """The model inputs of the first STATS_EXAMPLES training examples: the statistics' sample."""
+  sample = np.arange(min(STATS_EXAMPLES, len(splits['train'])))
+  return preprocess.model_inputs(_stack(read_many(splits['train'], sample)), image_fn)
+
+
+def _pooled_train_mean(data: ml_collections.ConfigDict, loaded: tuple) -> np.ndarray:
+  """The per-channel mean of the source and target training images together, each domain's
+  mean weighted by its training-split size ('center'; the DANN paper's "mean subtraction" as the
+  reference implementations compute it). `loaded` is the (role, splits, image_fn) of the domain
+  being loaded, so only the other one is read again (from its stored splits, a sample)."""
+  role, splits, image_fn = loaded
+  means, sizes = [], []
+  for other in ('source', 'target'):
+    if other == role:
+      other_splits, other_fn = splits, image_fn
+    else:
+      other_cfg = data[other]
+      other_fn = preprocess.image_transform(data.image_size, data.channels, other_cfg.box_size)
+      stored, _ = stored_splits(other_cfg.name, data)
+      other_splits = make_splits(stored, other_cfg, data, other)
+    sample = _train_sample(other_splits, other_fn)
+    means.append(sample.mean(tuple(range(sample.ndim - 1)), dtype=np.float64))
+    sizes.append(len(other_splits['train']))
+  return np.average(means, axis=0, weights=sizes).astype(np.float32)
 
 
 def _materialise(source: Any, image_fn: Callable) -> dict[str, np.ndarray]:

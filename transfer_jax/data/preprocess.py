@@ -88,6 +88,12 @@ def standardizer(train_inputs: np.ndarray) -> Callable[[np.ndarray], np.ndarray]
   return lambda x: (x - mean) / std
 
 
+def centerer(mean: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+  """x - mean, the mean per channel (images) or per dimension (features); no scaling."""
+  mean = np.asarray(mean, np.float32)
+  return lambda x: x - mean
+
+
 def to_model_batch(batch: Batch, image_fn: Callable, post_fn: Callable | None = None,
                    with_label: bool = True) -> Batch:
   """A stored batch -> {'input', 'label'} (the label dropped when `with_label` is False)."""
