@@ -138,7 +138,10 @@ def _pooled_train_mean(data: ml_collections.ConfigDict, loaded: tuple) -> np.nda
     else:
       other_cfg = data[other]
       other_fn = preprocess.image_transform(data.image_size, data.channels, other_cfg.box_size)
-      stored, _ = stored_splits(other_cfg.name, data)
+      lazy = data.copy_and_resolve_references()
+      with lazy.unlocked():
+        lazy.in_memory = False   # Read only the sample's records, not the whole domain.
+      stored, _ = stored_splits(other_cfg.name, lazy)
       other_splits = make_splits(stored, other_cfg, data, other)
     sample = _train_sample(other_splits, other_fn)
     means.append(sample.mean(tuple(range(sample.ndim - 1)), dtype=np.float64))
