@@ -1,8 +1,8 @@
 """The `transfer-jax` command: one entry point for every tool of the package.
 
   transfer-jax train  --config=configs/digits.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
-  transfer-jax sweep  experiments/NAME.py [--executor=...] [--only KEY=VALUE ...]
-  transfer-jax report experiments/NAME.py [--workdir=DIR] [--experiments]
+  transfer-jax sweep  experiments/t1_mnist_usps_tllib.py [--executor=...] [--only KEY=VALUE ...]
+  transfer-jax report experiments/t1_mnist_usps_tllib.py [--workdir=DIR] [--experiments]
   transfer-jax plots  curves|sweep|tsne|pad ...
   transfer-jax probe  --config=... --workdir=DIR [--raw]
   transfer-jax list   configs|methods|datasets|rules

@@ -2,8 +2,8 @@
 
   python -m transfer_jax.plots curves WORKDIR [WORKDIR ...] [--metrics=K1,K2] [--labels=A,B]
       --output=PREFIX
-  python -m transfer_jax.plots sweep experiments/NAME.py [--workdir=DIR] [--metric=KEY]
-      [--rows=dann,mcc] [--columns=A→W,D→W] --output=PREFIX
+  python -m transfer_jax.plots sweep experiments/t1_mnist_usps_tllib.py [--workdir=DIR]
+      [--metric=KEY] [--rows=dann,mcc] [--columns=A→W,D→W] --output=PREFIX
   python -m transfer_jax.plots tsne BEFORE AFTER [--max_examples=N] [--seed=S] --output=PREFIX
   python -m transfer_jax.plots pad BEFORE AFTER [BEFORE AFTER ...] [--labels=A→W,...]
       --output=PREFIX

@@ -1,5 +1,5 @@
-"""Tables from a sweep's runs: `transfer-jax report experiments/NAME.py [--workdir=DIR]
-[--metric=KEY] [--output=PREFIX | --publish] [--override KEY=VALUE ...]` (or
+"""Tables from a sweep's runs: `transfer-jax report experiments/t1_mnist_usps_tllib.py
+[--workdir=DIR] [--metric=KEY] [--output=PREFIX | --publish] [--override KEY=VALUE ...]` (or
 `python -m transfer_jax.report ...`).
 
 Reads only the runs' workdir files (summary.json), never a model. The tables go to the sweep's
@@ -293,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--output', default='', help='path without extension; default: '
                       'WORKDIR/NAME, in the sweep\'s workdir')
   parser.add_argument('--publish', action='store_true',
-                      help='write the committed table, experiments/NAME.{md,tex} beside the sweep '
-                      'file; refused while a run is missing')
+                      help='write the committed table beside the sweep file (.md and .tex, e.g. '
+                      'experiments/t1_mnist_usps_tllib.md); refused while a run is missing')
   parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                       help='as given to the sweep (the overrides are part of the run names)')
   args = parser.parse_args(argv)
@@ -337,9 +337,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def publish_path(args: argparse.Namespace, info: dict[str, Any], workdir: str, name: str) -> str:
-  """Where the tables go: --output; with --publish the committed experiments/NAME beside the
-  sweep file, only when every run (and every run they start from) is finished; else the sweep's
-  workdir, so a partial or smoke-test report never replaces a committed table."""
+  """Where the tables go: --output; with --publish the committed table beside the sweep file
+  (experiments/t1_mnist_usps_tllib.md for experiments/t1_mnist_usps_tllib.py), only when every
+  run (and every run they start from) is finished; else the sweep's workdir, so a partial or
+  smoke-test report never replaces a committed table."""
   if not args.publish:
     return args.output or os.path.join(workdir, name)
   if args.output or args.override:

@@ -1,6 +1,6 @@
-"""Sweeps: `python -m transfer_jax.sweep experiments/NAME.py [--workdir=DIR] [--parallel=N]
-[--executor=inline|process|submitit_local|slurm] [--dry_run] [--override KEY=VALUE ...]
-[--vectorize K]`.
+"""Sweeps: `python -m transfer_jax.sweep experiments/t1_mnist_usps_tllib.py [--workdir=DIR]
+[--parallel=N] [--executor=inline|process|submitit_local|slurm] [--dry_run]
+[--override KEY=VALUE ...] [--vectorize K]`.
 
 A sweep file is a Python file that defines
 

@@ -51,7 +51,8 @@ def load_sweep(path: str, extra_overrides: dict[str, Any] | None = None,
   'needs', 'before', 'wave'}; `extra_overrides` are added to every run (and to its name). With
   `workdir`, a run that exists there under its name of before the label-based names keeps it."""
   if not os.path.isfile(path):
-    raise UserError(f'no sweep file {path!r}; give experiments/NAME.py')
+    raise UserError(f'no sweep file {path!r}; give the path of a sweep file, e.g. '
+                    'experiments/t1_mnist_usps_tllib.py')
   spec = importlib.util.spec_from_file_location('sweep_file', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
