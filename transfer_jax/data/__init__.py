@@ -90,8 +90,11 @@ _FOLDERS = ('office31', 'office_home', 'domainnet')
 
 
 def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
-                role: str) -> Domain:
+                role: str, means: dict[str, tuple] | None = None) -> Domain:
   """The domain `domain.name` with the splits its config asks for (see `sources.make_splits`).
+
+  `means`: a dict the caller shares between the loads of one run's domains, so that 'center'
+  reads each domain's training sample once (role -> (mean, training-split size)).
 
   With `data.in_memory`, every stored split is preprocessed once into model inputs; otherwise
   each batch is preprocessed as it is read.
@@ -106,7 +109,8 @@ def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDi
   if data.normalize == 'standardize':
     post_fn = preprocess.standardizer(_train_sample(splits, image_fn))
   elif data.normalize == 'center':
-    post_fn = preprocess.centerer(_pooled_train_mean(data, (role, splits, image_fn)))
+    post_fn = preprocess.centerer(_pooled_train_mean(data, (role, splits, image_fn),
+                                                     {} if means is None else means))
   elif data.normalize == 'symmetric':
     post_fn = preprocess.symmetric
   elif data.normalize != 'unit':
@@ -125,14 +129,17 @@ def _train_sample(splits: dict[str, Any], image_fn: Callable) -> np.ndarray:
   return preprocess.model_inputs(_stack(read_many(splits['train'], sample)), image_fn)
 
 
-def _pooled_train_mean(data: ml_collections.ConfigDict, loaded: tuple) -> np.ndarray:
+def _pooled_train_mean(data: ml_collections.ConfigDict, loaded: tuple,
+                       means: dict[str, tuple]) -> np.ndarray:
   """The per-channel mean of the source and target training images together, each domain's
   mean weighted by its training-split size ('center'; the DANN paper's "mean subtraction" as the
   reference implementations compute it). `loaded` is the (role, splits, image_fn) of the domain
-  being loaded, so only the other one is read again (from its stored splits, a sample)."""
+  being loaded, so only the other one is read again (from its stored splits, a sample), and
+  only if `means` (shared by the run's loads) does not hold it yet."""
   role, splits, image_fn = loaded
-  means, sizes = [], []
   for other in ('source', 'target'):
+    if other in means and other != role:
+      continue
     if other == role:
       other_splits, other_fn = splits, image_fn
     else:
@@ -144,9 +151,11 @@ def _pooled_train_mean(data: ml_collections.ConfigDict, loaded: tuple) -> np.nda
       stored, _ = stored_splits(other_cfg.name, lazy)
       other_splits = make_splits(stored, other_cfg, data, other)
     sample = _train_sample(other_splits, other_fn)
-    means.append(sample.mean(tuple(range(sample.ndim - 1)), dtype=np.float64))
-    sizes.append(len(other_splits['train']))
-  return np.average(means, axis=0, weights=sizes).astype(np.float32)
+    means[other] = (sample.mean(tuple(range(sample.ndim - 1)), dtype=np.float64),
+                    len(other_splits['train']))
+  pooled = [means['source'], means['target']]
+  return np.average([m for m, _ in pooled], axis=0, weights=[n for _, n in pooled]
+                    ).astype(np.float32)
 
 
 def _materialise(source: Any, image_fn: Callable) -> dict[str, np.ndarray]:

@@ -67,7 +67,8 @@ def extract_all(config: ml_collections.ConfigDict, cache_dir: str, raw: bool = F
   ...), read from `cache_dir` or computed and written there; and the number of classes."""
   mesh = mesh or parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.eval_batch_size, mesh, 'config.eval_batch_size')
-  domains = {role: data_lib.load_domain(config.data[role], config.data, role)
+  means = {}  # 'center' normalisation: each domain's training sample is read once.
+  domains = {role: data_lib.load_domain(config.data[role], config.data, role, means)
              for role in ('source', 'target')}
   data_lib.check_compatible(domains['source'], domains['target'])
   num_classes = domains['source'].num_classes

@@ -24,9 +24,10 @@ def load_domains(config: ml_collections.ConfigDict) -> dict[str, data_lib.Domain
                    or (method.uses_target and method.uses_source)
                    or config.regularizer.name == 'fisher_sp')
   source_used = source_labels or any(s.startswith('source/') for s in config.eval_splits)
-  domains = {'target': data_lib.load_domain(config.data.target, config.data, 'target')}
+  means = {}  # 'center' normalisation: each domain's training sample is read once.
+  domains = {'target': data_lib.load_domain(config.data.target, config.data, 'target', means)}
   if source_used:
-    domains['source'] = data_lib.load_domain(config.data.source, config.data, 'source')
+    domains['source'] = data_lib.load_domain(config.data.source, config.data, 'source', means)
     data_lib.check_compatible(domains['source'], domains['target'], same_label_set=source_labels)
   for name, task in config.tasks.items():
     # A task with head '' shares the main classifier: another source domain (multi-source).
