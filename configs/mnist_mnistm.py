@@ -39,7 +39,9 @@ oracle split) for the selection rules.
   python -m transfer_jax.main --config=configs/mnist_mnistm.py:method=dann \\
       --workdir=runs/m2mm_dann --config.data.manual_dir=../shared/datasets
 Arguments: method (any name of objectives.METHODS), tiny. The table:
-experiments/t2_mnist_mnistm.py (a sweep file + report); expected numbers there once run.
+experiments/t2_mnist_mnistm.py (a sweep file + report). Expected (seed 0, 10k iterations, target
+test %, last step / source_val): source_only 48.7 / 50.7, dann 65.9 / 57.7 (commit 285cc8f;
+the paper: .5225 / .7666).
 """
 
 import ml_collections
