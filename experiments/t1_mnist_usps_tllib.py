@@ -49,12 +49,14 @@ def _row_runs(row, seeds):
 # Rows added after the first sweep started (its runs keep their names and overrides): the
 # methods that need a multi-phase step (mcd), BSP, and ADDA with its source pretraining per task.
 NEW_ROWS = ('bsp', 'mcd', 'adda')
-# ADDA's source pretraining (TLlib adda.py, its defaults): the DANN network (bottleneck 256)
-# trained on source alone, `--pretrain-epochs 3` of 2500 iterations at `--pretrain-lr 0.001`,
-# lr_gamma 3e-4, weight decay 1e-3: overrides of the config with `method.name=source_only`.
-ADDA_PRETRAIN = {'model.bottleneck_dim': 256, 'optimizer.learning_rate': 0.001,
-                 'optimizer.weight_decay': 1e-3, 'optimizer.inverse_gamma': 3e-4,
-                 'total_steps': 7500}
+# ADDA's source pretraining, as the authors run it (erictzeng/adda scripts: `tools/train.py
+# ... lenet --iterations 10000 --batch_size 128 --lr 0.001 --solver adam`; Adam with beta1 0.5
+# as their train_adda.py builds it; their layers' slim L2 2.5e-5 as weight decay) on TLlib's
+# network with the bottleneck 256: overrides of the config with `method.name=source_only`.
+ADDA_PRETRAIN = {'model.bottleneck_dim': 256, 'optimizer.name': 'adam',
+                 'optimizer.learning_rate': 0.001, 'optimizer.b1': 0.5,
+                 'optimizer.schedule': 'constant', 'optimizer.weight_decay': 2.5e-5,
+                 'total_steps': 10_000}
 
 
 def _pretrain_name(task):

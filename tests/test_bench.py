@@ -9,9 +9,10 @@ from transfer_jax.bench import resnet_step
 def test_resnet_step_reports_positive_figures():
   records = resnet_step.main([
       '--arch', 'resnet18', '--batch_size', '2', '--image_size', '32', '--steps', '1',
-      '--repeats', '1', '--rounds', '1', '--num_devices', '1', '--no_torch'])
+      '--repeats', '1', '--rounds', '1', '--num_devices', '1', '--no_torch', '--dtype', 'bfloat16'])
   step, summary = records
   assert step['benchmark'] == 'resnet_step' and step['arch'] == 'resnet18'
+  assert step['dtype'] == 'bfloat16'
   for field in ('median_ms_per_step', 'steps_per_s', 'examples_per_s', 'compile_s',
                 'time_to_first_step_s', 'peak_rss_mib', 'flops_per_step',
                 'achieved_gflops_per_s', 'load_1m'):

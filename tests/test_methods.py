@@ -140,6 +140,19 @@ def test_bsp_is_dann_plus_the_squared_top_singular_values_of_each_domain():
     np.testing.assert_allclose(loss, np.log(2) + 0.1 * penalty, rtol=1e-6)
 
 
+def test_bsp_gram_eigenvalues_equal_the_squared_singular_values_and_their_gradient():
+  for shape in ((6, 4), (4, 6)):  # Both Gram matrices: rows <= columns and rows > columns.
+    rows = jnp.asarray(RNG.normal(size=shape), jnp.float32)
+    for k in (1, 3):
+      expected = np.linalg.svd(np.asarray(rows, np.float64), compute_uv=False)[:k] ** 2
+      np.testing.assert_allclose(methods.top_squared_singular_values(rows, k), expected,
+                                 rtol=1e-5)
+      grad = jax.grad(lambda x, k=k: jnp.sum(methods.top_squared_singular_values(x, k)))(rows)
+      svd_grad = jax.grad(
+          lambda x, k=k: jnp.sum(jnp.linalg.svd(x, compute_uv=False)[:k] ** 2))(rows)
+      np.testing.assert_allclose(grad, svd_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_afn_pushes_every_feature_norm_up_by_delta_r():
   features = jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32)
   batch = {'source': {'label': jnp.zeros(2, jnp.int32)}, 'target': {}}

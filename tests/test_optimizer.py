@@ -68,3 +68,17 @@ def test_a_group_steps_at_the_rate_of_the_iteration_and_keeps_its_own_count():
   np.testing.assert_allclose(updates['backbone']['w'], -0.03, rtol=1e-6)
   updates, _ = optimizers['g'].update(grads, state, {'backbone': PARAMS['backbone']})
   np.testing.assert_allclose(updates['backbone']['w'], -0.03 * 1.9, rtol=1e-6)  # Momentum.
+
+
+def test_adam_s_first_moment_decay_is_the_config_s_b1():
+  """ADDA's authors' Adam(2e-4, beta1 0.5): the second update, by hand, differs from b1 0.9's."""
+  grads = [jax.tree.map(lambda p, g=g: jnp.full_like(p, g), PARAMS) for g in (1.0, -3.0)]
+  for b1 in (0.5, 0.9):
+    optimizer = build_optimizer(_cfg(name='adam', b1=b1, learning_rate=2e-4), 10, PARAMS)
+    state = optimizer.init(PARAMS)
+    for g in grads:
+      updates, state = optimizer.update(g, state, PARAMS)
+    m = ((1 - b1) * b1 * 1.0 + (1 - b1) * -3.0) / (1 - b1 ** 2)
+    v = (0.999 * 0.001 * 1.0 + 0.001 * 9.0) / (1 - 0.999 ** 2)
+    np.testing.assert_allclose(updates['backbone']['w'], -2e-4 * m / (np.sqrt(v) + 1e-8),
+                               rtol=1e-4)

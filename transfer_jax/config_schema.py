@@ -90,6 +90,7 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.optimizer.learning_rate = 0.01        # mu_0 of the DANN paper.
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = False
+  config.optimizer.b1 = 0.9           # adam / adamw: the first-moment decay (optax's default).
   config.optimizer.weight_decay = 5e-4
   # 'dann_annealing': mu_0 / (1 + alpha p)^beta; 'inverse': mu_0 (1 + gamma i)^-power in the
   # iteration i (TLlib); 'constant'; 'cosine'; 'step'.
@@ -268,7 +269,7 @@ ADDED_KEYS: dict[str, Any] = {
     'model.batch_norm': 'train', 'model.conv_impl': 'fused', 'model.dropout': 0.0,
     'model.classifier_batch_norm': False, 'model.classifier_dropout_before': False,
     'model.backbone_batch_norm': False, 'model.backbone_dropout': 0.5, 'model.adapter_width': 0,
-    'model.conv_kernel': 3, 'model.conv_pools': [],
+    'model.conv_kernel': 3, 'model.conv_pools': [], 'optimizer.b1': 0.9,
 }
 
 

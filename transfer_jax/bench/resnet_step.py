@@ -2,7 +2,7 @@
 
   python -m transfer_jax.bench.resnet_step [--arch resnet18 resnet50] [--batch_size 16]
       [--image_size 224] [--steps 3] [--repeats 3] [--rounds 2] [--num_classes 31]
-      [--peak_tflops T] [--no_torch]
+      [--peak_tflops T] [--dtype float32|bfloat16] [--no_torch]
 
 Measures the step that trains: `build_program` on configs/imagefolder_resnet50.py (SGD momentum
 0.9, coupled weight decay 5e-4, backbone lr x0.1, a new linear head, BatchNorm in train mode),
@@ -17,8 +17,9 @@ process start) and peak memory are its own. Fields: compile_s (lowering + XLA co
 time_to_first_step_s (process start to the first step's result), peak_rss_mib, device_peak_mib
 (accelerators that report memory_stats), flops_per_step (XLA's cost analysis of the compiled
 step), achieved_gflops_per_s, and mfu (on GPUs only, against --peak_tflops or the bf16 dense peak of
-an H100 / H200; the step is float32, so this understates what bf16 could reach). The models have
-no bfloat16 mode yet, so there is no --dtype flag.
+an H100 / H200). `--dtype bfloat16` sets config.model.dtype: bfloat16 compute with float32
+parameters, optimizer state and BatchNorm statistics (the PyTorch step stays float32, so compare
+the ratio only at float32).
 """
 
 import argparse
@@ -51,10 +52,13 @@ ARCHS = ('resnet18', 'resnet50')
 PEAK_TFLOPS = {'H100': 989.4, 'H200': 989.4}
 
 
-def overrides(arch: str, batch_size: int, image_size: int, num_devices: int) -> tuple[str, ...]:
-  """configs/imagefolder_resnet50.py with this backbone and batch, from a fresh init."""
+def overrides(arch: str, batch_size: int, image_size: int, num_devices: int,
+              dtype: str = 'float32') -> tuple[str, ...]:
+  """configs/imagefolder_resnet50.py with this backbone, batch and compute dtype, from a fresh
+  init."""
   return (f'model.backbone={arch}', f'batch_size={batch_size}', f'data.image_size={image_size}',
           'init_from.required=False', 'init_from.torch_arch=', f'num_devices={num_devices}',
+          f'model.dtype={dtype}',
           'compilation_cache_dir=')  # A real compilation, not a cache hit.
 
 
@@ -84,9 +88,10 @@ class JaxStep:
   """The project's compiled fine-tuning step on a fixed batch; `run(n)` times n steps."""
 
   def __init__(self, arch: str, batch_size: int, image_size: int, num_classes: int,
-               num_devices: int):
-    self.arch, self.batch_size, self.image_size = arch, batch_size, image_size
-    config = config_lib.load_config(CONFIG, overrides(arch, batch_size, image_size, num_devices))
+               num_devices: int, dtype: str = 'float32'):
+    self.arch, self.batch_size, self.image_size, self.dtype = arch, batch_size, image_size, dtype
+    config = config_lib.load_config(CONFIG, overrides(arch, batch_size, image_size, num_devices,
+                                                      dtype))
     runtime.setup(config)
     self.config = config
     self.mesh = parallel.make_mesh(config.num_devices)
@@ -121,7 +126,7 @@ class JaxStep:
     achieved = self.flops_per_step * rate / 1e9 if self.flops_per_step else None
     record = {'benchmark': 'resnet_step', 'framework': f'jax {jax.__version__}',
               'arch': self.arch, 'round': round_index, 'batch_size': self.batch_size,
-              'image_size': self.image_size, 'dtype': 'float32',
+              'image_size': self.image_size, 'dtype': self.dtype,
               'median_ms_per_step': 1e3 / rate, 'steps_per_s': rate,
               'examples_per_s': rate * self.batch_size,
               'ms_per_step_each_repeat': [round(1e3 / r, 3) for r in rates],
@@ -171,6 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument('--num_devices', type=int, default=0, help='0: every device')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help='device peak for MFU (GPU; default: bf16 dense of H100/H200)')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
+                      help='config.model.dtype of the JAX step (the torch step is float32)')
   parser.add_argument('--no_torch', action='store_true', help='measure the JAX step alone')
   return parser.parse_args(argv)
 
@@ -191,7 +198,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   arch = args.arch[0]
   print(f'{arch}: global batch {args.batch_size} of {args.image_size}x{args.image_size}x3 '
         f'images, {args.num_classes} classes', file=sys.stderr)
-  step = JaxStep(arch, args.batch_size, args.image_size, args.num_classes, args.num_devices)
+  step = JaxStep(arch, args.batch_size, args.image_size, args.num_classes, args.num_devices,
+                 args.dtype)
   peak = peak_tflops(jax.devices()[0], args.peak_tflops)
   why_not = 'skipped (--no_torch)' if args.no_torch else torch_available()
   if why_not:

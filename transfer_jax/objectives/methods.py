@@ -125,9 +125,20 @@ def bsp(outputs, batch, ctx):
   loss, metrics = dann(outputs, batch, ctx)
   n, k = num_source(batch), ctx.config.bsp_k
   features = outputs['features']
-  penalty = sum(jnp.sum(jnp.linalg.svd(rows, compute_uv=False)[:k] ** 2)
+  penalty = sum(jnp.sum(top_squared_singular_values(rows, k))
                 for rows in (features[:n], features[n:]))
   return loss + ctx.config.bsp_weight * penalty, {**metrics, 'bsp/penalty': penalty}
+
+
+def top_squared_singular_values(rows: Array, k: int) -> Array:
+  """The k largest squared singular values of `rows`, as the k largest eigenvalues of its
+  smaller Gram matrix (sigma_i^2 = lambda_i(X X^T) = lambda_i(X^T X)). The same values as
+  `jnp.linalg.svd`; LAPACK's symmetric eigensolver and its gradient cost ~10x less on CPU
+  (128 x 256 features: 6.6 against 68 ms, value and gradient)."""
+  gram = (jnp.matmul(rows, rows.T, precision=jax.lax.Precision.HIGHEST)
+          if rows.shape[0] <= rows.shape[1] else
+          jnp.matmul(rows.T, rows, precision=jax.lax.Precision.HIGHEST))
+  return jnp.linalg.eigvalsh(gram)[::-1][:k]
 
 
 def cdan_input(outputs: dict[str, Any], config: ml_collections.ConfigDict) -> Array:

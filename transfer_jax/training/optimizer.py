@@ -67,9 +67,9 @@ def _rule(cfg: ml_collections.ConfigDict, schedule: optax.Schedule, weight_decay
     momentum = cfg.momentum if momentum is None else momentum
     rule = optax.sgd(schedule, momentum=momentum or None, nesterov=cfg.nesterov)
   elif cfg.name == 'adam':
-    rule = optax.adam(schedule)
+    rule = optax.adam(schedule, b1=cfg.b1)
   elif cfg.name == 'adamw':
-    return optax.adamw(schedule, weight_decay=weight_decay)
+    return optax.adamw(schedule, b1=cfg.b1, weight_decay=weight_decay)
   else:
     raise UserError(f"unknown config.optimizer.name={cfg.name!r}; choose sgd, adam or adamw")
   if decay:
