@@ -35,7 +35,12 @@ TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed', 'selection': True,
              'target oracle split); TLlib trains 50k iterations, these runs STEPS.'.replace(
                  'STEPS', str(STEPS)),
              'target_supervised trains on all target training labels (TLlib\'s source-only '
-             'recipe on the target domain): an upper reference.']}
+             'recipe on the target domain): an upper reference.',
+             'adda is the paper\'s ADDA at its authors\' recipe (erictzeng/adda: a source model '
+             'pretrained with Adam 1e-3 for 10k iterations, then Adam 2e-4, beta1 0.5, '
+             'discriminator 500-500), not TLlib\'s adda.py (DANN\'s loss through a reversal '
+             'layer); with TLlib\'s SGD lr 0.01 the paper\'s GAN loss collapsed the target '
+             'encoder within 250 iterations.']}
 
 
 def _row_runs(row, seeds):

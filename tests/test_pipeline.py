@@ -105,3 +105,28 @@ def test_index_orders_gather_the_batches_of_train_iterator_and_share_its_state()
   np.testing.assert_array_equal(source.indices[resumed.next_indices()], next(fresh)['label'])
   with pytest.raises(ValueError, match='cannot restore a data order'):
     resumed.set_state({'next_index': 1, 'epoch': 0})
+
+
+@pytest.mark.parametrize('size, seed, epochs', [
+    (1, 0, 3), (2, 5, 3), (7, 2**32 - 2, 3), (300, 11, 2), (958, 0, 2), (1000, 123456, 2),
+    (65537, 3, 1)])  # 65537: grain's 16-bit block drops the top bit of the last index.
+def test_epoch_shuffle_is_grain_s_shuffle_index_by_index(size, seed, epochs):
+  """data/shuffle.py computes whole epochs in NumPy; every position must equal grain's own
+  range(size).shuffle(seed).repeat(None), the order every run was trained with."""
+  import grain
+
+  from transfer_jax.data.shuffle import EpochShuffle
+  ours = EpochShuffle(size, seed)
+  grains = grain.MapDataset.range(size).shuffle(seed=seed).repeat(None)
+  positions = list(range(epochs * size))
+  assert [int(i) for i in ours._getitems(positions)] == grains._getitems(positions)
+  assert ours[size // 2] == grains[size // 2] and len(ours) == len(grains)
+  # An epoch is a permutation, except where grain's block is too narrow for the last index
+  # (size 2^16 + 1: it encrypts 65536 as 0, so one value repeats); the order follows grain's.
+  assert len(set(ours._getitems(range(size)))) == (size - 1 if size == 65537 else size)
+
+
+def test_epoch_shuffle_refuses_a_seed_grain_refuses():
+  from transfer_jax.data.shuffle import EpochShuffle
+  with pytest.raises(ValueError, match='seed must be in'):
+    EpochShuffle(10, 2**32)

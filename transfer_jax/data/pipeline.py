@@ -7,15 +7,14 @@ of B examples, its own contiguous block of B / P rows (process p of P), which is
 on P processes sees exactly the batches a single process sees.
 """
 
-import concurrent.futures
 import functools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
 import numpy as np
 
+from transfer_jax.data.shuffle import EpochShuffle
 from transfer_jax.data.sources import ArraySource, Subset, read_batch
 from transfer_jax.errors import UserError
 
@@ -40,7 +39,8 @@ class _ProcessBlocks(grain.MapDataset):
   def _getitems(self, indices):
     # A batch's rows in one call down the chain (grain's batch uses it): the per-row
     # __getitem__ path costs ~0.1 ms a row in grain's wrappers, more than a small model's step.
-    return self._parent._getitems([self._parent_index(i) for i in indices])  # noqa: SLF001
+    batch, row = np.divmod(np.asarray(indices, np.int64), self._local)
+    return self._parent._getitems(batch * self._global + self._offset + row)  # noqa: SLF001
 
   def _parent_index(self, index: int) -> int:
     batch, row = divmod(index, self._local)
@@ -81,20 +81,19 @@ def _index_dataset(size: int, global_batch_size: int, seed: int, stream: int,
                     f'{process_count} processes')
   if size == 0:
     raise UserError('cannot train on an empty split')
-  dataset = grain.MapDataset.range(size).shuffle(seed=stream_seed(seed, stream))
-  return _ProcessBlocks(dataset.repeat(None), global_batch_size, process_index, process_count)
+  # grain.MapDataset.range(size).shuffle(seed).repeat(None), element for element, an epoch at a
+  # time (data/shuffle.py: grain computes its shuffle one index per call, ~26 us an index here).
+  dataset = EpochShuffle(size, stream_seed(seed, stream))
+  return _ProcessBlocks(dataset, global_batch_size, process_index, process_count)
 
 
 class IndexOrder:
   """The example indices of `train_iterator`'s batches (same arguments, same order), without
   reading the examples: for runs that gather their batches themselves (`gather_batches`).
 
-  grain computes a shuffled index per example and call, ~25-100 us each on splits of 300-1000
-  examples (its permutation walks a domain of fixed size), more than a small model's step. An
-  epoch of batches is computed in one call down grain's chain, and the next epoch's in a
-  background thread while this one is handed out (grain's index shuffle releases the GIL).
-  `get_state()` / `set_state()` exchange states with `train_iterator`'s iterators (the number
-  of batches handed out).
+  An epoch of batches is computed in one call (data/shuffle.py: ~1-5 ms an epoch) and handed out
+  batch by batch. `get_state()` / `set_state()` exchange states with `train_iterator`'s
+  iterators (the number of batches handed out).
   """
 
   def __init__(self, size: int, global_batch_size: int, seed: int, stream: int = 0,
@@ -105,19 +104,13 @@ class IndexOrder:
     self._chunk = -(-size // global_batch_size)   # Batches computed at once: about an epoch.
     self._next = 0                                # Batches handed out.
     self._cached_from, self._cached = 0, np.empty((0, self._local), np.int64)
-    self._ahead: tuple[int, concurrent.futures.Future] | None = None  # (first batch, chunk).
 
   def next_indices(self) -> np.ndarray:
     """The local batch's example indices, (local batch,) int64."""
     offset = self._next - self._cached_from
     if not 0 <= offset < len(self._cached):
-      if self._ahead is not None and self._ahead[0] == self._next:
-        self._cached = self._ahead[1].result()
-      else:
-        self._cached = self._batches_from(self._next)
+      self._cached = self._batches_from(self._next)
       self._cached_from, offset = self._next, 0
-      following = self._next + self._chunk
-      self._ahead = (following, _prefetcher().submit(self._batches_from, following))
     self._next += 1
     return self._cached[offset]
 
@@ -134,13 +127,6 @@ class IndexOrder:
       raise UserError(f'cannot restore a data order from the iterator state {state}: it was '
                       'saved by another version of grain or of this code')
     self._next = int(state['next_index'])
-
-
-@functools.cache
-def _prefetcher() -> concurrent.futures.ThreadPoolExecutor:
-  """The threads that compute IndexOrders' next epochs."""
-  return concurrent.futures.ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1),
-                                               thread_name_prefix='index_order')
 
 
 def in_memory(source: Any) -> bool:
