@@ -7,7 +7,7 @@ cycle-walked until the value falls in [0, n). grain evaluates it one index per c
 small splits of the digits, SURF and Amazon tables a call walks ~2^16 / n cipher steps: 26 us an
 index at n = 1000, 81 us at n = 300 (measured here), more than a small model's training step.
 `epoch_permutation` computes the same epoch with vectorised cipher rounds (the cipher applied
-to the whole block once, then table look-ups for the walk) and caches it, so a run's data order
+to the whole block once, the walk by pointer doubling) and caches it, so a run's data order
 is unchanged (tests/test_pipeline.py compares it with grain's index by index) and costs ~1 ms an
 epoch. The algorithm is grain's (grain/_src/python/experimental/index_shuffle/index_shuffle.cc),
 written here from its description: C++'s seed_seq generation ([rand.util.seedseq]) and the Simon
@@ -60,21 +60,28 @@ def block_bits(max_index: int) -> int:
   return max(bits + bits % 2, _MIN_BLOCK_BITS)
 
 
+def _dtype(word: int) -> type:
+  """Blocks of up to 32 bits (every split under 2^32 examples) compute in uint32."""
+  return np.uint32 if 2 * word <= 32 else np.uint64
+
+
 def encrypt(values: np.ndarray, keys: list[int], word: int) -> np.ndarray:
-  """The cipher on uint64 `values`: halves of `word` bits, two Feistel rounds per key pair."""
-  mask = np.uint64((1 << word) - 1)
+  """The cipher on unsigned `values` (of `_dtype(word)`): halves of `word` bits, two Feistel
+  rounds per key pair."""
+  kind = values.dtype.type
+  mask = kind((1 << word) - 1)
 
   def rotl(x, r):
-    return ((x << np.uint64(r)) | (x >> np.uint64(word - r))) & mask
+    return ((x << kind(r)) | (x >> kind(word - r))) & mask
 
   def f(x):
     return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
 
-  left, right = (values >> np.uint64(word)) & mask, values & mask
+  left, right = (values >> kind(word)) & mask, values & mask
   for k1, k2 in zip(keys[::2], keys[1::2], strict=True):
-    left = left ^ f(right) ^ (np.uint64(k1) & mask)
-    right = right ^ f(left) ^ (np.uint64(k2) & mask)
-  return (left << np.uint64(word)) | right
+    left = left ^ f(right) ^ (kind(k1) & mask)
+    right = right ^ f(left) ^ (kind(k2) & mask)
+  return (left << kind(word)) | right
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,14 +95,18 @@ def epoch_permutation(size: int, seed: int) -> np.ndarray:
     max_index = size - 1
     word = block_bits(max_index) // 2
     keys = seed_seq_keys(seed % 2**32)
-    values = encrypt(np.arange(size, dtype=np.uint64), keys, word)
-    table = None
-    walking = np.flatnonzero(values > max_index)
-    while walking.size:   # Cycle-walk the values outside [0, size): one cipher step each time.
-      if table is None:
-        table = encrypt(np.arange(1 << (2 * word), dtype=np.uint64), keys, word)
-      values[walking] = table[values[walking]]
-      walking = walking[values[walking] > max_index]
+    kind = _dtype(word)
+    values = encrypt(np.arange(size, dtype=kind), keys, word)
+    if np.any(values > max_index):
+      # The cycle walk by pointer doubling: jump[x] is the cipher of x outside [0, size) and x
+      # itself inside (where a walk stops); squaring it until every start has stopped takes
+      # log2 of the longest walk rounds over the block, not one round per step of that walk.
+      jump = encrypt(np.arange(1 << (2 * word), dtype=kind), keys, word)
+      jump[:size] = np.arange(size, dtype=kind)
+      values = jump[values]
+      while np.any(values > max_index):
+        jump = jump[jump]
+        values = jump[values]
     out = values.astype(np.int64)
   out.flags.writeable = False
   return out
