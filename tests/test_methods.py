@@ -141,8 +141,12 @@ def test_bsp_is_dann_plus_the_squared_top_singular_values_of_each_domain():
 
 
 def test_bsp_gram_eigenvalues_equal_the_squared_singular_values_and_their_gradient():
-  for shape in ((6, 4), (4, 6)):  # Both Gram matrices: rows <= columns and rows > columns.
-    rows = jnp.asarray(RNG.normal(size=shape), jnp.float32)
+  rng = np.random.default_rng(7)
+  left, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+  right, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+  matrix = left[:, :4] @ np.diag([4.0, 3.0, 2.0, 1.0]) @ right.T  # Separated singular values.
+  for rows in (matrix, matrix.T):  # Both Gram matrices: rows > columns and rows < columns.
+    rows = jnp.asarray(rows, jnp.float32)
     for k in (1, 3):
       expected = np.linalg.svd(np.asarray(rows, np.float64), compute_uv=False)[:k] ** 2
       np.testing.assert_allclose(methods.top_squared_singular_values(rows, k), expected,
