@@ -38,8 +38,11 @@ def one_by_one(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('mode', ['vmap', 'unroll'])
 @pytest.mark.parametrize('group', ['varied', 'same_seed'])
-def test_vectorized_runs_equal_one_by_one_runs(group, one_by_one, tmp_path):
+def test_vectorized_runs_equal_one_by_one_runs(group, mode, one_by_one, tmp_path, monkeypatch):
+  # Both ways of stepping a group over its run axis (on CPU this conv net unrolls by default).
+  monkeypatch.setattr(vectorized, 'run_axis_mode', lambda config, backend=None: mode)
   settings, expected = ((VARIED, one_by_one[:3]) if group == 'varied'
                         else (SAME_SEED, one_by_one[3:]))
   workdirs = [str(tmp_path / str(i)) for i in range(len(settings))]
@@ -122,6 +125,17 @@ def test_a_method_sees_each_runs_trade_off_in_a_group(tmp_path):
       if 'train/transfer_loss' in record:
         np.testing.assert_allclose(record['train/transfer_loss'] / record['dann/domain_loss'],
                                    trade_off, rtol=1e-5)
+
+
+def test_convolutional_groups_unroll_on_cpu_and_dense_ones_vmap():
+  conv, dense = tiny_digits(), tiny_digits()
+  dense.unlock()
+  dense.model.backbone = 'mlp'
+  assert vectorized.run_axis_mode(conv, 'cpu') == 'unroll'
+  assert vectorized.run_axis_mode(dense, 'cpu') == 'vmap'
+  assert vectorized.run_axis_mode(conv, 'gpu') == 'vmap'
+  with pytest.raises(ValueError, match="choose 'vmap' or 'unroll'"):
+    vectorized.over_runs(lambda *a: a, False, 'pmap')
 
 
 def test_a_method_cannot_read_the_trade_off_from_the_config():

@@ -7,7 +7,8 @@
 Step mode (default): the training step that trains (`build_program`), on real batches of the
 config's data fetched beforehand (data loading is not timed). Sequential: each of the K runs
 takes `--steps` steps with the plain jitted step; vectorized: the K runs take `--steps` steps
-together with the vmapped step (transfer_jax.training.vectorized). Prints a JSON line per mode
+together with the group's step (transfer_jax.training.vectorized: vmapped, or unrolled for
+convolutional nets on CPU; the record's run_axis says which). Prints a JSON line per mode
 (median over `--repeats`, runs x steps per second) and the speed-up.
 
 End-to-end mode (`--end_to_end`): whole runs through the loop, with data loading, evaluation and
@@ -104,6 +105,7 @@ def step_mode(args, configs) -> dict:
                      'vary': args.vary, 'config': args.config,
                      'run_steps_per_s': round(rate * args.runs, 2),
                      'each_repeat_run_steps_per_s': [round(r * args.runs, 2) for r in rates],
+                     'run_axis': group.mode if name == 'vectorized' else None,
                      'first_call_s': compile_s, 'peak_rss_mib': peak_rss_mib(),
                      'devices': mesh.size, 'load_1m': os.getloadavg()[0]}
     report(figures[name])
@@ -129,6 +131,7 @@ def end_to_end_mode(args, configs) -> dict:
     vectorized_s = time.perf_counter() - start
   summary = {'benchmark': 'vectorized_end_to_end', 'runs': args.runs, 'vary': args.vary,
              'config': args.config, 'total_steps': configs[0].total_steps,
+             'run_axis': vectorized.run_axis_mode(configs[0]),
              'sequential_s': sequential_s, 'vectorized_s': vectorized_s,
              'speedup': sequential_s / vectorized_s, 'load_1m_before': load_before,
              'load_1m': os.getloadavg()[0]}

@@ -2,8 +2,9 @@
 vectorized group (`VectorizedRuns`): runs that differ only in their seed, the step's input
 `method.trade_off` and the optimizer's hyperparameters (`optimizer.learning_rate`,
 `optimizer.weight_decay`, held in the optimizer state) train together in one jit-compiled step,
-`jax.vmap`ped over a leading run axis of the state, the rngs, the step inputs and (unless every
-run has the same seed, hence the same data order) the batch. The loop sees one interface.
+over a leading run axis of the state, the rngs, the step inputs and (unless every run has the
+same seed, hence the same data order) the batch: `jax.vmap`ped, or on CPU for convolutional
+nets unrolled run by run in the one program (`run_axis_mode`). The loop sees one interface.
 
 Each run keeps its own data order, initialisation and dropout randomness, workdir, checkpoints,
 metrics and summary: the loop (`train.train_runs`) leaves every workdir as the run alone would
@@ -97,8 +98,41 @@ class SingleRun:
     return self.join([fn(self.state_of(state, i), c) for i, c in enumerate(self.configs)])
 
 
+# Backbones without convolutions: their groups are vmapped on every backend.
+DENSE_BACKBONES = ('mlp', 'growable_mlp')
+
+
+def run_axis_mode(config: ml_collections.ConfigDict, backend: str | None = None) -> str:
+  """How a group steps its runs: 'vmap' (one batched program over the run axis) or 'unroll'
+  (the runs' steps one after another inside the one compiled step). XLA:CPU runs a vmapped
+  convolution (a weight set per run) as a grouped convolution, slower than the runs' plain ones
+  (8 DANN-LeNet runs: 17 against 40 run-steps/s; unrolled 28 against 29), so convolutional
+  groups unroll on CPU (`jax.lax.map`'s loop was slower still: 0.7 run-steps/s); the dense nets
+  and every accelerator vmap. Both keep the group's one data read, one dispatch and one
+  program, and equal the one-by-one runs up to float reduction order."""
+  backend = backend or jax.default_backend()
+  return ('unroll' if backend == 'cpu' and config.model.backbone not in DENSE_BACKBONES
+          else 'vmap')
+
+
+def over_runs(step_fn: Callable, shared_batch: bool, mode: str) -> Callable:
+  """`step_fn` (state, batch, rng, inputs) over a leading run axis of the state, the rngs,
+  the inputs and (unless `shared_batch`) the batch, by `mode` ('vmap' or 'unroll')."""
+  if mode == 'vmap':
+    return jax.vmap(step_fn, in_axes=(0, None if shared_batch else 0, 0, 0))
+  if mode != 'unroll':
+    raise ValueError(f"unknown run-axis mode {mode!r}; choose 'vmap' or 'unroll'")
+
+  def unrolled(state, batch, rng, inputs):
+    count = jax.tree.leaves(state)[0].shape[0]
+    outs = [step_fn(unstack(state, i), batch if shared_batch else unstack(batch, i), rng[i],
+                    unstack(inputs, i)) for i in range(count)]
+    return stack([out[0] for out in outs]), stack([out[1] for out in outs])
+  return unrolled
+
+
 class VectorizedRuns(SingleRun):
-  """Several runs in one program, vmapped over a run axis."""
+  """Several runs in one program, over a run axis (vmapped or unrolled: `run_axis_mode`)."""
 
   def __init__(self, program: Any, configs: Sequence[ml_collections.ConfigDict],
                mesh: jax.sharding.Mesh):
@@ -110,7 +144,8 @@ class VectorizedRuns(SingleRun):
     replicated = parallel.replicated(mesh)
     batch_sharding = (parallel.batch_sharding(mesh) if shared
                       else parallel.batch_sharding(mesh, run_axis=True))
-    self._step = jax.jit(jax.vmap(program.step_fn, in_axes=(0, None if shared else 0, 0, 0)),
+    self.mode = run_axis_mode(self.configs[0])
+    self._step = jax.jit(over_runs(program.step_fn, shared, self.mode),
                          in_shardings=(replicated, batch_sharding, replicated, replicated),
                          out_shardings=(replicated, replicated), donate_argnums=(0,))
     self._init = jax.jit(jax.vmap(program.init_fn), out_shardings=replicated)
