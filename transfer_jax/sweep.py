@@ -43,8 +43,9 @@ the persistent cache), `process` (`--parallel` N subprocesses of `transfer_jax.m
 `submitit_local` and `slurm` (one submitit job per run; `SLURM = {...}` in the sweep file sets
 the executor's parameters, e.g. {'slurm_partition': 'gpu', 'gpus_per_node': 1, 'timeout_min':
 120}). `--vectorize K`: runs that differ only in seed, method.trade_off, optimizer.learning_rate
-or optimizer.weight_decay train up to K at a time in one program, vmapped over a run axis
-(transfer_jax/training/vectorized.py); with every executor a group is one job.
+or optimizer.weight_decay train up to K at a time in one program over a run axis (vmapped;
+convolutional nets on CPU unrolled: transfer_jax/training/vectorized.py); with every executor a
+group is one job.
 
 Every executor writes each run's output to RUN_DIR/train.log; the sweep prints a line as each
 run starts and ends (finished / failed / remaining, the run now training, an ETA) and, at the

@@ -48,7 +48,8 @@ def train_runs(configs: list[ml_collections.ConfigDict], workdirs: list[str],
                mesh: Mesh | None = None) -> list[dict[str, Any]]:
   """Trains (or resumes) runs that differ only in their seed and the step's hyperparameters
   (`vectorized.VECTOR_KEYS`) and returns their summaries. One run trains with the plain step;
-  several train together, their step vmapped over a run axis (transfer_jax.training.vectorized).
+  several train together, their step over a run axis (vmapped, or unrolled for convolutional
+  nets on CPU: transfer_jax.training.vectorized).
   Every workdir ends up as its run alone would have left it.
 
   The whole config is checked before any workdir is touched. Each workdir is locked (a kernel
