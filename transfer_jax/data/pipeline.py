@@ -39,8 +39,15 @@ class _ProcessBlocks(grain.MapDataset):
   def _getitems(self, indices):
     # A batch's rows in one call down the chain (grain's batch uses it): the per-row
     # __getitem__ path costs ~0.1 ms a row in grain's wrappers, more than a small model's step.
+    return self._parent._getitems(self._parent_indices(indices))  # noqa: SLF001
+
+  def take(self, indices: Any) -> np.ndarray:
+    """The example indices at `indices`, as an int64 array (an EpochShuffle parent)."""
+    return self._parent.take(self._parent_indices(indices))
+
+  def _parent_indices(self, indices: Any) -> np.ndarray:
     batch, row = np.divmod(np.asarray(indices, np.int64), self._local)
-    return self._parent._getitems(batch * self._global + self._offset + row)  # noqa: SLF001
+    return batch * self._global + self._offset + row
 
   def _parent_index(self, index: int) -> int:
     batch, row = divmod(index, self._local)
@@ -116,8 +123,8 @@ class IndexOrder:
 
   def _batches_from(self, first_batch: int) -> np.ndarray:
     first = first_batch * self._local
-    rows = self._dataset._getitems(range(first, first + self._chunk * self._local))  # noqa: SLF001
-    return np.asarray(rows, np.int64).reshape(self._chunk, self._local)
+    rows = self._dataset.take(np.arange(first, first + self._chunk * self._local))
+    return rows.reshape(self._chunk, self._local)
 
   def get_state(self) -> dict[str, int]:
     return {'next_index': self._next}
