@@ -8,7 +8,7 @@ small splits of the digits, SURF and Amazon tables a call walks ~2^16 / n cipher
 index at n = 1000, 81 us at n = 300 (measured here), more than a small model's training step.
 `epoch_permutation` computes the same epoch with vectorised cipher rounds (the cipher applied
 to the whole block once, the walk by pointer doubling) and caches it, so a run's data order
-is unchanged (tests/test_pipeline.py compares it with grain's index by index) and costs ~1 ms an
+is unchanged (tests/test_pipeline.py compares it with grain's index by index) and costs ~1-3 ms an
 epoch. The algorithm is grain's (grain/_src/python/experimental/index_shuffle/index_shuffle.cc),
 written here from its description: C++'s seed_seq generation ([rand.util.seedseq]) and the Simon
 round with 1, 8, 2 rotations.
@@ -65,23 +65,34 @@ def _dtype(word: int) -> type:
   return np.uint32 if 2 * word <= 32 else np.uint64
 
 
+def _half_dtype(word: int) -> type:
+  """The narrowest unsigned type holding a half of `word` bits."""
+  return next(kind for kind in (np.uint8, np.uint16, np.uint32) if word <= np.iinfo(kind).bits)
+
+
 def encrypt(values: np.ndarray, keys: list[int], word: int) -> np.ndarray:
   """The cipher on unsigned `values` (of `_dtype(word)`): halves of `word` bits, two Feistel
-  rounds per key pair."""
-  kind = values.dtype.type
-  mask = kind((1 << word) - 1)
+  rounds per key pair. The halves are computed in the narrowest unsigned type that holds them:
+  where it is exactly `word` bits wide (the usual 16-bit block in uint8) the rotations wrap by
+  themselves and need no mask, a few times faster than masked uint32 arithmetic."""
+  kind, half = values.dtype.type, _half_dtype(word)
+  exact = np.iinfo(half).bits == word
+  mask = half((1 << word) - 1)
+  left_shift = [half(r) for r in range(word + 1)]
 
   def rotl(x, r):
-    return ((x << kind(r)) | (x >> kind(word - r))) & mask
+    rotated = (x << left_shift[r]) | (x >> left_shift[word - r])
+    return rotated if exact else rotated & mask
 
   def f(x):
     return (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2)
 
-  left, right = (values >> kind(word)) & mask, values & mask
+  left = ((values >> kind(word)) & kind((1 << word) - 1)).astype(half)
+  right = (values & kind((1 << word) - 1)).astype(half)
   for k1, k2 in zip(keys[::2], keys[1::2], strict=True):
-    left = left ^ f(right) ^ (kind(k1) & mask)
-    right = right ^ f(left) ^ (kind(k2) & mask)
-  return (left << kind(word)) | right
+    left ^= f(right) ^ half(k1 & ((1 << word) - 1))
+    right ^= f(left) ^ half(k2 & ((1 << word) - 1))
+  return (left.astype(kind) << kind(word)) | right.astype(kind)
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,18 +107,20 @@ def epoch_permutation(size: int, seed: int) -> np.ndarray:
     word = block_bits(max_index) // 2
     keys = seed_seq_keys(seed % 2**32)
     kind = _dtype(word)
-    values = encrypt(np.arange(size, dtype=kind), keys, word)
+    values = encrypt(np.arange(size, dtype=kind), keys, word).astype(np.int64)
     if np.any(values > max_index):
       # The cycle walk by pointer doubling: jump[x] is the cipher of x outside [0, size) and x
       # itself inside (where a walk stops); squaring it until every start has stopped takes
       # log2 of the longest walk rounds over the block, not one round per step of that walk.
-      jump = encrypt(np.arange(1 << (2 * word), dtype=kind), keys, word)
-      jump[:size] = np.arange(size, dtype=kind)
-      values = jump[values]
+      # In int64 with np.take: numpy gathers with native indices (uint32 ones are converted on
+      # every gather, twice the time).
+      jump = encrypt(np.arange(1 << (2 * word), dtype=kind), keys, word).astype(np.int64)
+      jump[:size] = np.arange(size)
+      values = np.take(jump, values)
       while np.any(values > max_index):
-        jump = jump[jump]
-        values = jump[values]
-    out = values.astype(np.int64)
+        jump = np.take(jump, jump)
+        values = np.take(jump, values)
+    out = values
   out.flags.writeable = False
   return out
 
