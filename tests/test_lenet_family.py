@@ -138,6 +138,27 @@ def test_conv_dropout_drops_whole_channels():
   assert np.all(zero | scaled) and 0 < zero.mean() < 1
 
 
+@pytest.mark.parametrize('l2', [False, True])
+def test_bottleneck_dropout_and_its_l2_preserving_scale(l2):
+  """TLlib's AFN Block (Linear -> BatchNorm -> ReLU -> Dropout, kept units x 1/sqrt(1-p)
+  with `l2`, else x 1/(1-p)): in training each feature is 0 or the undropped one times that
+  scale; in inference the dropout is the identity."""
+  fields = dict(conv=(4, 8), dense=(16,), bottleneck=32)
+  module = LeNetFeatures(**fields, bottleneck_dropout=0.5, bottleneck_dropout_l2=l2)
+  plain = LeNetFeatures(**fields)
+  images = jnp.asarray(np.random.default_rng(4).uniform(0, 1, (8, 28, 28, 1)), jnp.float32)
+  variables = module.init(jax.random.key(0), images)
+  (ref, _), (got, _) = (
+      m.apply(variables, images, train=True, rngs={'dropout': jax.random.key(2)},
+              mutable=['batch_stats']) for m in (plain, module))
+  ref, got = np.asarray(ref), np.asarray(got)
+  scale = np.sqrt(2.0) if l2 else 2.0
+  live = ref > 0
+  kept = np.isclose(got, scale * ref, rtol=1e-5) & live
+  assert np.all((got == 0) | kept) and 0.3 < kept.sum() / live.sum() < 0.7
+  np.testing.assert_array_equal(module.apply(variables, images), plain.apply(variables, images))
+
+
 def test_dann_paper_net_is_the_family_with_its_fields():
   images = jnp.zeros((1, 28, 28, 1))
   a = DannLeNetFeatures().init(jax.random.key(0), images)

@@ -166,6 +166,23 @@ def test_afn_pushes_every_feature_norm_up_by_delta_r():
   np.testing.assert_allclose(jax.grad(loss_fn)(features), -2.0 * unit / 4, rtol=1e-5)
 
 
+def test_afn_entropy_term_reads_only_the_target_predictions():
+  """SAFN+ENT (TLlib's --trade-off-entropy): + w x the mean entropy of the target softmax,
+  by hand; the source rows' logits get no gradient from it."""
+  features = jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32)
+  logits = jnp.asarray(RNG.normal(size=(4, 5)), jnp.float32)
+  batch = {'source': {'label': jnp.zeros(1, jnp.int32)}, 'target': {}}
+  cfg = _config(afn_entropy_weight=0.03, afn_delta_r=0.3)
+  loss_fn = lambda z: methods.afn({'features': features, 'logits': z}, batch,  # noqa: E731
+                                  _ctx(cfg))[0]
+  p = np.exp(np.asarray(logits[1:], np.float64))
+  p /= p.sum(1, keepdims=True)
+  want = 0.3 ** 2 + 0.03 * np.mean(-(p * np.log(p)).sum(1))
+  np.testing.assert_allclose(loss_fn(logits), want, rtol=1e-5)
+  grad = np.asarray(jax.grad(loss_fn)(logits))
+  assert np.all(grad[0] == 0) and np.all(np.abs(grad[1:]).sum(1) > 0)
+
+
 def test_shot_information_maximisation_and_centroid_pseudo_labels():
   features = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
   centroids = self_training.shot_features(jnp.asarray([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))

@@ -5,8 +5,10 @@ rate, and the parameter groups of a multi-phase method."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from transfer_jax import config_lib
+from transfer_jax.errors import UserError
 from transfer_jax.training.optimizer import (
   build_group_optimizers,
   build_optimizer,
@@ -82,3 +84,23 @@ def test_adam_s_first_moment_decay_is_the_config_s_b1():
     v = (0.999 * 0.001 * 1.0 + 0.001 * 9.0) / (1 - 0.999 ** 2)
     np.testing.assert_allclose(updates['backbone']['w'], -2e-4 * m / (np.sqrt(v) + 1e-8),
                                rtol=1e-4)
+
+
+def test_momentum_overrides_give_matching_parameters_their_own_momentum():
+  """TLlib's AFN: SGD without momentum on the backbone, 0.9 on the head; the second update of
+  a constant gradient is lr x 1 on the one and lr x (1 + 0.9) on the other (plain SGD with
+  coupled weight decay: g + wd p)."""
+  cfg = _cfg(momentum=0.9, weight_decay=0.0, momentum_overrides=(('backbone/.*', 0.0),))
+  optimizer = build_optimizer(cfg, 10, PARAMS)
+  state, grads = optimizer.init(PARAMS), jax.tree.map(jnp.ones_like, PARAMS)
+  for _ in range(2):
+    updates, state = optimizer.update(grads, state, PARAMS)
+  np.testing.assert_allclose(updates['backbone']['w'], -0.1, rtol=1e-6)
+  np.testing.assert_allclose(updates['classifier']['w'], -0.1 * 1.9, rtol=1e-6)
+
+
+def test_momentum_overrides_that_match_nothing_or_name_a_rule_without_momentum_are_refused():
+  with pytest.raises(UserError, match='momentum_overrides pattern .* matches no parameter'):
+    build_optimizer(_cfg(momentum_overrides=(('head/.*', 0.0),)), 10, PARAMS)
+  with pytest.raises(UserError, match='momentum_overrides is for sgd'):
+    build_optimizer(_cfg(name='adam', momentum_overrides=(('backbone/.*', 0.0),)), 10, PARAMS)

@@ -41,6 +41,7 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.method.mcc_temperature = 2.5  # mcc: softmax temperature.
   config.method.mdd_margin = 4.0      # mdd: gamma, the margin factor on the source disparity.
   config.method.afn_delta_r = 1.0     # afn: feature-norm increase per step.
+  config.method.afn_entropy_weight = 0.0  # afn: weight of target entropy minimisation (0: off).
   config.method.shot_beta = 0.3       # shot: weight of the pseudo-label cross-entropy.
   config.method.shot_refresh_every = 0  # shot: steps between re-clusterings (0: a target epoch).
   config.method.fixmatch_threshold = 0.95  # fixmatch: confidence for a pseudo-label.
@@ -104,6 +105,8 @@ def base_config(method: str, tiny: bool) -> ml_collections.ConfigDict:
   config.optimizer.freeze = ''        # Regex of parameter paths that never train.
   config.optimizer.lr_multipliers = ()  # (('backbone/.*', 0.1),): per-group learning rates.
   config.optimizer.unfreeze = ()      # (('backbone/.*', 500),): frozen until that step (LP-FT).
+  # sgd: (('backbone/conv.*', 0.0),): momentum per parameter (first match), else `momentum`.
+  config.optimizer.momentum_overrides = ()
 
   config.batch_size = 64              # Per domain, global over all devices.
   config.eval_batch_size = 512
@@ -189,6 +192,11 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       lenet_dense_dropout=0.0,
       bottleneck_dim=0,
       bottleneck_batch_norm=True,
+      # Dropout on the bottleneck's output (after its ReLU); `bottleneck_dropout_l2`: kept
+      # units scaled by 1/sqrt(1-p) instead of 1/(1-p), preserving the expected squared L2 norm
+      # (SAFN's L2-preserved dropout, TLlib's AFN Block).
+      bottleneck_dropout=0.0,
+      bottleneck_dropout_l2=False,
       fusion_hidden=(256,),        # residual_fusion: hidden widths of the residual module.
       dropout=0.0,                 # Dropout in the classifier's hidden layers.
       classifier_batch_norm=False,  # BatchNorm after each hidden Dense of the classifier.
@@ -270,6 +278,8 @@ ADDED_KEYS: dict[str, Any] = {
     'model.classifier_batch_norm': False, 'model.classifier_dropout_before': False,
     'model.backbone_batch_norm': False, 'model.backbone_dropout': 0.5, 'model.adapter_width': 0,
     'model.conv_kernel': 3, 'model.conv_pools': [], 'optimizer.b1': 0.9,
+    'method.afn_entropy_weight': 0.0, 'model.bottleneck_dropout': 0.0,
+    'model.bottleneck_dropout_l2': False, 'optimizer.momentum_overrides': [],
 }
 
 

@@ -24,6 +24,8 @@ BACKBONES = {
                                        dense_dropout=cfg.lenet_dense_dropout,
                                        bottleneck=cfg.bottleneck_dim,
                                        bottleneck_batch_norm=cfg.bottleneck_batch_norm,
+                                       bottleneck_dropout=cfg.bottleneck_dropout,
+                                       bottleneck_dropout_l2=cfg.bottleneck_dropout_l2,
                                        conv_impl=cfg.conv_impl, dtype=compute_dtype(cfg)),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
     'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden),

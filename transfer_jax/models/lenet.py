@@ -164,9 +164,11 @@ class LeNetFeatures(nn.Module):
   conv 5x5 (valid) -> ReLU -> max-pool 2 blocks of widths `conv` (channel dropout of rate
   `conv_dropout` on the last block's maps, torch's Dropout2d), flattened in torch's (channel,
   height, width) order, then Dense -> ReLU (-> Dropout `dense_dropout`) layers of widths `dense`,
-  then an optional bottleneck Dense `bottleneck` (-> BatchNorm) -> ReLU. The features are the
-  last layer's output. Max-pool, ReLU and a per-channel scale by 0 or 1/(1-p) commute, so the
-  order of conv -> Dropout2d -> pool -> ReLU (TLlib) and conv -> ReLU -> pool does not matter.
+  then an optional bottleneck Dense `bottleneck` (-> BatchNorm) -> ReLU (-> Dropout
+  `bottleneck_dropout`, its kept units scaled by 1/sqrt(1-p) if `bottleneck_dropout_l2`: SAFN's
+  L2-preserved dropout). The features are the last layer's output. Max-pool, ReLU and a
+  per-channel scale by 0 or 1/(1-p) commute, so the order of conv -> Dropout2d -> pool -> ReLU
+  (TLlib) and conv -> ReLU -> pool does not matter.
 
     DANN paper (Ganin et al. 2016)  conv=(32, 48)                             768-d features
     TLlib digits LeNet               conv=(20, 50), conv_dropout=0.5, dense=(500,),
@@ -180,6 +182,8 @@ class LeNetFeatures(nn.Module):
   dense_dropout: float = 0.0
   bottleneck: int = 0
   bottleneck_batch_norm: bool = True
+  bottleneck_dropout: float = 0.0
+  bottleneck_dropout_l2: bool = False
   conv_impl: str = 'fused'  # A key of CONV_IMPLS: 'fused' (fast on CPU) or 'xla' (textbook).
   # Computation dtype (config.model.dtype; 'bfloat16': mixed precision, float32 parameters and
   # BatchNorm statistics); the features are returned in float32.
@@ -205,6 +209,10 @@ class LeNetFeatures(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name='bottleneck_bn')(x)
       x = nn.relu(x)
+      if self.bottleneck_dropout:
+        x = nn.Dropout(self.bottleneck_dropout, deterministic=not train)(x)
+        if train and self.bottleneck_dropout_l2:  # 1/(1-p) -> 1/sqrt(1-p), as TLlib's Block.
+          x = x * jnp.sqrt(1.0 - self.bottleneck_dropout).astype(x.dtype)
     return x.astype(jnp.float32)
 
 

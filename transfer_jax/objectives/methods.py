@@ -236,11 +236,19 @@ def mdd(outputs, batch, ctx):
 
 def afn(outputs, batch, ctx):
   """Stepwise adaptive feature norm (SAFN; Xu et al., ICCV 2019): every step pushes each
-  example's feature norm `afn_delta_r` beyond its current value, on source and target."""
-  del batch
+  example's feature norm `afn_delta_r` beyond its current value, the mean over the source and
+  target rows together (the paper's lambda / (n_s + n_t) sum; TLlib's afn.py adds the two
+  domains' means, twice this with equal batches), plus `afn_entropy_weight` times the mean
+  entropy of the target predictions (the paper's "+ENT" variant)."""
+  n = num_source(batch)
   norms = jnp.linalg.norm(outputs['features'], axis=-1)
-  loss = jnp.mean((norms - (jax.lax.stop_gradient(norms) + ctx.config.afn_delta_r)) ** 2)
-  return ctx.trade_off * loss, {'afn/feature_norm': jnp.mean(norms)}
+  norm_loss = jnp.mean((norms - (jax.lax.stop_gradient(norms) + ctx.config.afn_delta_r)) ** 2)
+  loss, metrics = ctx.trade_off * norm_loss, {'afn/feature_norm': jnp.mean(norms)}
+  if ctx.config.get('afn_entropy_weight', 0.0):
+    target_entropy = jnp.mean(discrepancy.entropy(jax.nn.softmax(outputs['logits'][n:])))
+    loss = loss + ctx.config.afn_entropy_weight * target_entropy
+    metrics['afn/target_entropy'] = target_entropy
+  return loss, metrics
 
 
 def residual_fusion(outputs, batch, ctx):

@@ -5,6 +5,8 @@ parameters train when, at which rate.
   lr_multipliers  (('regex', m), ...): learning rate x m for matching parameters (first match)
   unfreeze        (('regex', step), ...): matching parameters stay frozen until `step` (gradual
                   unfreezing; linear-probe-then-fine-tune is (('backbone/.*', K),))
+  momentum_overrides  (('regex', momentum), ...): sgd's momentum for matching parameters (first
+                  match; TLlib's AFN: none on the backbone, 0.9 on bottleneck and head)
 Paths look like 'backbone/conv1/kernel'. Groups are formed by `optax.multi_transform`.
 """
 
@@ -88,9 +90,9 @@ def _grouped(cfg: ml_collections.ConfigDict, labels: Any, groups: dict[str, tupl
     if group is None:
       transforms[label] = optax.set_to_zero()
       continue
-    multiplier, start = group
+    multiplier, start, group_momentum = group
     rule = _rule(cfg, lambda count, m=multiplier: m * schedule(count), weight_decay, decay,
-                 momentum)
+                 momentum if group_momentum is None else group_momentum)
     transforms[label] = (optax.chain(frozen_until(start), rule, frozen_until(start)) if start
                          else rule)
   if len(transforms) == 1 and 'frozen' not in transforms:
@@ -99,12 +101,17 @@ def _grouped(cfg: ml_collections.ConfigDict, labels: Any, groups: dict[str, tupl
 
 
 def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict[str, tuple]]:
-  """Each parameter's group label and each group's (lr multiplier, unfreeze step) or None if
-  frozen for good."""
+  """Each parameter's group label and each group's (lr multiplier, unfreeze step, momentum or
+  None: the rule's) or None if frozen for good."""
   freeze = compile_regex(cfg.freeze, 'optimizer.freeze')
   multipliers = [(compile_regex(p, 'optimizer.lr_multipliers'), float(m))
                  for p, m in cfg.lr_multipliers]
   unfreeze = [(compile_regex(p, 'optimizer.unfreeze'), int(s)) for p, s in cfg.unfreeze]
+  momenta = [(compile_regex(p, 'optimizer.momentum_overrides'), float(m))
+             for p, m in cfg.get('momentum_overrides', ())]
+  if momenta and cfg.name != 'sgd':
+    raise UserError(f'config.optimizer.momentum_overrides is for sgd, not '
+                    f'optimizer.name={cfg.name!r}; remove it or use sgd')
   labels, groups, matched = [], {}, set()
   for name in param_names(params):
     if freeze and freeze.fullmatch(name):
@@ -114,10 +121,14 @@ def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict
       continue
     multiplier = next((m for regex, m in multipliers if regex.fullmatch(name)), 1.0)
     start = next((s for regex, s in unfreeze if regex.fullmatch(name)), 0)
+    momentum = next((m for regex, m in momenta if regex.fullmatch(name)), None)
     label = f'lr_x{multiplier:g}_from{start}'
+    if momentum is not None:
+      label += f'_momentum{momentum:g}'
     labels.append(label)
-    groups[label] = (multiplier, start)
-  for field, rules in (('lr_multipliers', multipliers), ('unfreeze', unfreeze)):
+    groups[label] = (multiplier, start, momentum)
+  for field, rules in (('lr_multipliers', multipliers), ('unfreeze', unfreeze),
+                       ('momentum_overrides', momenta)):
     for regex, _ in rules:
       if not any(regex.fullmatch(n) for n in param_names(params)):
         raise UserError(f'config.optimizer.{field} pattern {regex.pattern!r} matches no '
