@@ -57,7 +57,9 @@ OVERRIDES = ('method.name=dann', 'method.grl_schedule=constant', 'method.grl_coe
 # --net -> (config, overrides): the DANN paper's net made the torch reference's step, or TLlib's
 # digits LeNet step as configs/mnist_usps_tllib.py trains it (batch 128 + 128).
 NETS = {'dann': ('digits.py', OVERRIDES),
-        'tllib': ('mnist_usps_tllib.py:method=dann', ('compilation_cache_dir=',))}
+        'tllib': ('mnist_usps_tllib.py:method=dann', ('compilation_cache_dir=',)),
+        # MCD's iteration on that net (six passes: steps A, B and 4 x C, two 1024-wide heads).
+        'tllib_mcd': ('mnist_usps_tllib.py:method=mcd', ('compilation_cache_dir=',))}
 
 
 def random_batch(batch_size: int, seed: int = 0) -> dict:
