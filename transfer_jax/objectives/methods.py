@@ -244,7 +244,7 @@ def afn(outputs, batch, ctx):
   norms = jnp.linalg.norm(outputs['features'], axis=-1)
   norm_loss = jnp.mean((norms - (jax.lax.stop_gradient(norms) + ctx.config.afn_delta_r)) ** 2)
   loss, metrics = ctx.trade_off * norm_loss, {'afn/feature_norm': jnp.mean(norms)}
-  if ctx.config.get('afn_entropy_weight', 0.0):
+  if ctx.config.afn_entropy_weight:
     target_entropy = jnp.mean(discrepancy.entropy(jax.nn.softmax(outputs['logits'][n:])))
     loss = loss + ctx.config.afn_entropy_weight * target_entropy
     metrics['afn/target_entropy'] = target_entropy

@@ -108,7 +108,7 @@ def group_labels(cfg: ml_collections.ConfigDict, params: Any) -> tuple[Any, dict
                  for p, m in cfg.lr_multipliers]
   unfreeze = [(compile_regex(p, 'optimizer.unfreeze'), int(s)) for p, s in cfg.unfreeze]
   momenta = [(compile_regex(p, 'optimizer.momentum_overrides'), float(m))
-             for p, m in cfg.get('momentum_overrides', ())]
+             for p, m in cfg.momentum_overrides]
   if momenta and cfg.name != 'sgd':
     raise UserError(f'config.optimizer.momentum_overrides is for sgd, not '
                     f'optimizer.name={cfg.name!r}; remove it or use sgd')
