@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transfer_jax.models import DannLeNetFeatures, LeNetFeatures
+from transfer_jax import config_lib
+from transfer_jax.errors import UserError
+from transfer_jax.models import DannLeNetFeatures, LeNetFeatures, build_model
 
 torch = pytest.importorskip('torch')
 nn = torch.nn
@@ -166,3 +168,12 @@ def test_dann_paper_net_is_the_family_with_its_fields():
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+def test_bottleneck_dropout_without_a_bottleneck_is_refused():
+  """A dropout that no layer would apply is an error, not a silent no-op."""
+  cfg = config_lib.model_config('lenet', bottleneck_dim=0, bottleneck_dropout=0.5)
+  with pytest.raises(UserError, match='bottleneck_dropout=0.5 needs'):
+    build_model(cfg, 10)
+  cfg.bottleneck_dim = 8
+  assert build_model(cfg, 10).backbone.bottleneck_dropout == 0.5

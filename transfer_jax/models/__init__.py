@@ -87,6 +87,11 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
     raise UserError(f'unknown config.model.backbone={model_config.backbone!r}; '
                      f'choose one of {sorted(BACKBONES)}')
   compute_dtype(model_config)   # Refuses an unknown dtype, or one the backbone lacks.
+  if model_config.bottleneck_dropout and (model_config.backbone != 'lenet'
+                                          or not model_config.bottleneck_dim):
+    raise UserError(f'config.model.bottleneck_dropout={model_config.bottleneck_dropout} needs '
+                    "the 'lenet' backbone with a bottleneck (model.bottleneck_dim > 0); set "
+                    'one or leave bottleneck_dropout=0')
   unknown = set(heads) - {'discriminator', 'adversary', 'classifier2', 'fusion'}
   if unknown:
     raise ValueError(f'unknown model heads {sorted(unknown)}')
