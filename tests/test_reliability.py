@@ -155,7 +155,9 @@ def test_a_second_process_on_the_workdir_is_refused_naming_the_first(fault_refer
   workdir = tmp_path / 'shared'
   process = _start(workdir, FAULT_OVERRIDES)
   try:
-    assert _wait_for(lambda: workdir_lib.lock_holder(str(workdir)) is not None, process)
+    # The holder locks, then writes its PID: until then lock_holder says pid '?'.
+    assert _wait_for(
+        lambda: (workdir_lib.lock_holder(str(workdir)) or {}).get('pid', '?') != '?', process)
     holder = workdir_lib.lock_holder(str(workdir))
     assert holder['pid'] == process.pid
     with pytest.raises(UserError, match=f'in use by process {process.pid}'):
@@ -171,6 +173,34 @@ def test_a_second_process_on_the_workdir_is_refused_naming_the_first(fault_refer
   assert process.returncode == 0, err[-2000:]
   assert workdir_lib.lock_holder(str(workdir)) is None
   assert_same_run(workdir, fault_reference)
+
+
+def test_a_refusal_in_the_instant_before_the_holder_wrote_its_pid_still_names_it(tmp_path):
+  """The holder locks the file, then writes its PID: a second process refused in between waits
+  for the PID instead of naming process '?'. (flock locks an open file description, so a second
+  open() in this process stands in for the holder.)"""
+  import fcntl
+  import threading
+  workdir = tmp_path / 'held'
+  workdir.mkdir()
+  holder = open(workdir / workdir_lib.LOCK_FILE, 'a+')  # noqa: SIM115
+  try:
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert workdir_lib.lock_holder(str(workdir)) == {'pid': '?', 'host': '?'}
+
+    def write_pid():
+      time.sleep(0.2)
+      holder.write(json.dumps({'pid': 4242, 'host': 'elsewhere'}) + '\n')
+      holder.flush()
+
+    writer = threading.Thread(target=write_pid)
+    writer.start()
+    with pytest.raises(UserError, match='in use by process 4242 on elsewhere'):
+      workdir_lib.WorkdirLock(str(workdir)).acquire_or_fail()
+    writer.join()
+  finally:
+    holder.close()
+  assert workdir_lib.lock_holder(str(workdir)) is None
 
 
 @pytest.fixture(scope='module')

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import subprocess
+import time
 from typing import Any
 
 import ml_collections
@@ -145,6 +146,11 @@ class WorkdirLock:
   def acquire_or_fail(self) -> None:
     if not self.acquire():
       holder = lock_holder(self.workdir) or {}
+      for _ in range(50):   # The holder writes its PID just after it locks: wait for it (<1 s).
+        if holder.get('pid', '?') != '?':
+          break
+        time.sleep(0.02)
+        holder = lock_holder(self.workdir) or {}
       raise UserError(f'workdir {self.workdir} is in use by process {holder.get("pid", "?")} '
                       f'on {holder.get("host", "?")}; wait for it to end (or stop it), or use '
                       'another --workdir')
