@@ -41,7 +41,9 @@ Every fact is read from TLlib's source (thuml/Transfer-Learning-Library, read fo
             Dropout(0.5) with L2-preserved scaling (x 1/sqrt(1-p)), whose output is the
             feature the norm loss reads; SGD(lr, weight_decay 5e-4), momentum 0.9 on the
             bottleneck and head groups only (get_parameters), constant lr; loss cls + 0.05 x
-            (source norm loss + target norm loss) + 0.03 x target entropy; afn.sh '# Digits':
+            (source norm loss + target norm loss) + 0.03 x target entropy; source and target
+            through the network in two passes (BatchNorm statistics per domain, afn.py's
+            train()); afn.sh '# Digits':
             M->U `-r 0.3 --lr 0.01`, U->M `-r 0.1 --lr 0.03`. (The AFN rows of commit 09dd4d0
             used DANN's recipe with SAFN's defaults r = 1, lambda 0.05 on the 256-d bottleneck:
             83.7 / 79.0 target_test, U->M at the source-only level.)
@@ -115,9 +117,13 @@ METHOD_SETTINGS = {
     # trade_off_norm 0.05 x (norm loss of source + norm loss of target, each a mean: the
     # paper's mean over both domains x 2, hence trade_off 0.1 here) + trade-off-entropy 0.03 x
     # mean target entropy; afn.sh '# Digits': M->U `-r 0.3 --lr 0.01`, U->M `-r 0.1 --lr 0.03`
-    # (REVERSE_SETTINGS). Not reproduced: its N(0, 0.01) initialisation of the bottleneck and
-    # head and N(1, 0.01) of the BatchNorm scale (BatchNorm follows the bottleneck Linear).
+    # (REVERSE_SETTINGS). afn.py's train() runs `model(x_s)` and `model(x_t)`, two passes
+    # (every other TLlib method one pass over torch.cat((x_s, x_t))): each domain normalised
+    # by the bottleneck BatchNorm with its own batch statistics (model.per_domain_passes).
+    # Not reproduced: its N(0, 0.01) initialisation of the bottleneck and head and N(1, 0.01)
+    # of the BatchNorm scale (BatchNorm follows the bottleneck Linear).
     'afn': {'model.bottleneck_dim': 1000, 'model.bottleneck_dropout': 0.5,
+            'model.per_domain_passes': True,
             'model.bottleneck_dropout_l2': True, 'optimizer.schedule': 'constant',
             'optimizer.nesterov': False, 'optimizer.momentum': 0.9,
             'optimizer.momentum_overrides': (('backbone/(conv|fc).*', 0.0),),

@@ -192,3 +192,38 @@ def test_adda_gradients_reach_only_where_the_paper_sends_them():
   assert float(jnp.abs(grad).max()) > 1e-4
   stepped = encoder - 1e-2 * grad / jnp.linalg.norm(grad)
   assert float(term(multi_phase.adda_map, stepped)) < float(value)
+
+
+def test_per_domain_passes_normalise_each_domain_with_its_own_batch_statistics():
+  """`model.per_domain_passes` (TLlib's afn.py: model(x_s), then model(x_t)): the step's
+  BatchNorm statistics are those of a source pass followed by a target pass; by default, those
+  of one pass over the concatenated batch. The two differ when the domains do."""
+  from jax.sharding import Mesh
+
+  from transfer_jax.training.program import build_program
+  mesh = Mesh(np.asarray(jax.devices()[:1]), ('data',))
+  batch = _batch(tiny_digits(), np.random.default_rng(0))
+  batch['target']['input'] = batch['target']['input'] * 3.0 + 1.0   # A shifted target domain.
+  stats = {}
+  for per_domain in (False, True):
+    config = tiny_digits('method=dann', **{'model.backbone': 'lenet', 'model.bottleneck_dim': 8,
+                                           'model.per_domain_passes': per_domain})
+    program = build_program(config, mesh, (28, 28, 1), 10)
+    state = program.init_state(jax.random.key(0))
+    variables = {'params': state.params, **state.model_state}
+    source, target = batch['source']['input'], batch['target']['input']
+    if per_domain:
+      _, expected = program.model.apply(variables, source, train=True, mutable=['batch_stats'])
+      _, expected = program.model.apply({'params': state.params, **expected}, target,
+                                        train=True, mutable=['batch_stats'])
+    else:
+      _, expected = program.model.apply(variables, jnp.concatenate([source, target]),
+                                        train=True, mutable=['batch_stats'])
+    state, metrics = program.train_step(state, batch, jax.random.key(1))
+    assert np.isfinite(float(metrics['train/total_loss']))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.tree.map(np.asarray, state.model_state['batch_stats']),
+                 jax.tree.map(np.asarray, expected['batch_stats']))
+    stats[per_domain] = jax.tree.leaves(state.model_state['batch_stats'])
+  assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(stats[False], stats[True],
+                                                              strict=True))

@@ -205,6 +205,11 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       # statistics are kept and used while training), 'adabn' (training as 'train'; target
       # evaluation re-estimates them on unlabelled target batches, AdaBN).
       batch_norm='train',
+      # Training forward passes: False, one over the concatenated batch (source, then target
+      # rows: BatchNorm sees them as one batch); True, one per stream in that order, each
+      # domain normalised with its own batch statistics and the running averages updated once
+      # per stream (TLlib's afn.py: `model(x_s)`, then `model(x_t)`).
+      per_domain_passes=False,
       adabn_batches=50,            # Target batches for AdaBN's re-estimation.
       # Computation dtype of the backbone (LeNets, ResNets, VGG): 'float32', or 'bfloat16' (mixed
       # precision: bfloat16 compute, float32 parameters, optimizer state and heads).
@@ -280,6 +285,7 @@ ADDED_KEYS: dict[str, Any] = {
     'model.conv_kernel': 3, 'model.conv_pools': [], 'optimizer.b1': 0.9,
     'method.afn_entropy_weight': 0.0, 'model.bottleneck_dropout': 0.0,
     'model.bottleneck_dropout_l2': False, 'optimizer.momentum_overrides': [],
+    'model.per_domain_passes': False,
 }
 
 

@@ -88,6 +88,7 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
   order = stream_order(config)
   tasks = {f'task_{name}': (name, task) for name, task in config.tasks.items()}
   method_settings = MethodSettings(config.method)
+  per_domain_passes = config.model.per_domain_passes
 
   def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array,
                  step_in: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jnp.ndarray]]:
@@ -99,7 +100,8 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
     offsets = dict(zip(streams, [sum(sizes[:i]) for i in range(len(sizes))], strict=True))
     rows = {name: slice(offsets[name], offsets[name] + size)
             for name, size in zip(streams, sizes, strict=True)}
-    # One pass over every stream's inputs together (BatchNorm sees them as one batch).
+    # One pass over every stream's inputs together (BatchNorm sees them as one batch), or with
+    # `model.per_domain_passes` one pass per stream.
     inputs = jnp.concatenate([batch[name]['input'] for name in streams])
     mutable = list(state.model_state)
     p = progress(state.step, total_steps)
@@ -108,9 +110,21 @@ def make_train_step(model: TransferModel, method: Method, regularizer: Regulariz
                 model_state=state.model_state):
       """The objective with the transfer term `term`; `with_task`: the supervised losses too."""
       variables = {'params': params, **model_state}
-      outputs = model.apply(variables, inputs, train=True, rngs={'dropout': dropout_rng},
+      if per_domain_passes:
+        # One pass per stream, in stream order, each updating the BatchNorm statistics the
+        # previous one left: every domain is normalised with its own batch's statistics.
+        passes, new_model_state = [], model_state
+        for i, name in enumerate(streams):
+          out = model.apply({'params': params, **new_model_state}, batch[name]['input'],
+                            train=True, rngs={'dropout': jax.random.fold_in(dropout_rng, i)},
                             mutable=mutable or False)
-      outputs, new_model_state = outputs if mutable else (outputs, {})
+          out, new_model_state = out if mutable else (out, {})
+          passes.append(out)
+        outputs = jax.tree.map(lambda *parts: jnp.concatenate(parts), *passes)
+      else:
+        outputs = model.apply(variables, inputs, train=True, rngs={'dropout': dropout_rng},
+                              mutable=mutable or False)
+        outputs, new_model_state = outputs if mutable else (outputs, {})
       metrics, total = {}, jnp.zeros(())
       for name, prefix, weight in (('source', 'source', objective.source_weight),
                                    ('target_labeled', 'target', objective.target_weight)):
