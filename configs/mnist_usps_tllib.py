@@ -43,7 +43,8 @@ Every fact is read from TLlib's source (thuml/Transfer-Learning-Library, read fo
             bottleneck and head groups only (get_parameters), constant lr; loss cls + 0.05 x
             (source norm loss + target norm loss) + 0.03 x target entropy; source and target
             through the network in two passes (BatchNorm statistics per domain, afn.py's
-            train()); afn.sh '# Digits':
+            train()); bottleneck and head initialised N(0, 0.01), the BatchNorm scale
+            N(1, 0.01) (tllib/alignment/afn.py ImageClassifier); afn.sh '# Digits':
             M->U `-r 0.3 --lr 0.01`, U->M `-r 0.1 --lr 0.03`. (The AFN rows of commit 09dd4d0
             used DANN's recipe with SAFN's defaults r = 1, lambda 0.05 on the 256-d bottleneck:
             83.7 / 79.0 target_test, U->M at the source-only level.)
@@ -120,10 +121,10 @@ METHOD_SETTINGS = {
     # (REVERSE_SETTINGS). afn.py's train() runs `model(x_s)` and `model(x_t)`, two passes
     # (every other TLlib method one pass over torch.cat((x_s, x_t))): each domain normalised
     # by the bottleneck BatchNorm with its own batch statistics (model.per_domain_passes).
-    # Not reproduced: its N(0, 0.01) initialisation of the bottleneck and head and N(1, 0.01)
-    # of the BatchNorm scale (BatchNorm follows the bottleneck Linear).
+    # ImageClassifier.__init__: bottleneck and head Linear weights and biases N(0, 0.01), the
+    # bottleneck BatchNorm weight N(1, 0.01) (model.head_init_std).
     'afn': {'model.bottleneck_dim': 1000, 'model.bottleneck_dropout': 0.5,
-            'model.per_domain_passes': True,
+            'model.per_domain_passes': True, 'model.head_init_std': 0.01,
             'model.bottleneck_dropout_l2': True, 'optimizer.schedule': 'constant',
             'optimizer.nesterov': False, 'optimizer.momentum': 0.9,
             'optimizer.momentum_overrides': (('backbone/(conv|fc).*', 0.0),),

@@ -162,3 +162,34 @@ def test_matches_the_torch_reference_logits_and_gradients():
     want = getattr(torch_model, name).weight.grad.numpy().transpose(2, 3, 1, 0)
     np.testing.assert_allclose(grads['backbone'][name]['kernel'], want, rtol=1e-4,
                                atol=1e-4 * np.abs(want).max(), err_msg=name)
+
+
+def test_head_init_std_draws_the_afn_initialisation():
+  """model.head_init_std = 0.01 (TLlib's AFN ImageClassifier): bottleneck and classifier
+  kernels and biases N(0, 0.01), the bottleneck BatchNorm scale N(1, 0.01); 0 keeps flax's
+  defaults (LeCun normal kernels, zero biases, unit scales). A negative std is refused."""
+  from transfer_jax import config_lib
+  from transfer_jax.models import build_model
+  images = jnp.zeros((2, 28, 28, 1))
+  params = {}
+  for std in (0.0, 0.01):
+    model_config = config_lib.model_config(
+        'lenet', lenet_conv=(20, 50), lenet_dense=(500,), bottleneck_dim=1000, head_init_std=std)
+    model = build_model(model_config, 10)
+    params[std] = model.init(jax.random.key(0), images)['params']
+  afn, default = params[0.01], params[0.0]
+  for leaf in (afn['backbone']['bottleneck']['kernel'], afn['backbone']['bottleneck']['bias'],
+               afn['classifier']['out']['kernel']):   # 1000 to 500k draws each.
+    assert abs(float(jnp.mean(leaf))) < 2e-3 and 0.009 < float(jnp.std(leaf)) < 0.011
+  bias = np.asarray(afn['classifier']['out']['bias'])  # 10 draws.
+  assert np.all(bias != 0) and np.all(np.abs(bias) < 0.05)
+  scale = afn['backbone']['bottleneck_bn']['scale']
+  assert abs(float(jnp.mean(scale)) - 1) < 2e-3 and 0.009 < float(jnp.std(scale)) < 0.011
+  # The layers it does not name keep the defaults: the same draws as without it.
+  np.testing.assert_array_equal(afn['backbone']['fc1']['kernel'],
+                                default['backbone']['fc1']['kernel'])
+  assert float(jnp.std(default['backbone']['bottleneck']['kernel'])) > 0.04   # LeCun: 1/sqrt(500).
+  assert not np.any(default['classifier']['out']['bias'])
+  np.testing.assert_array_equal(default['backbone']['bottleneck_bn']['scale'], 1.0)
+  with pytest.raises(UserError, match='head_init_std=-0.1 is negative'):
+    build_model(config_lib.model_config('lenet', head_init_std=-0.1), 10)

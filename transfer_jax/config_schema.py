@@ -197,6 +197,10 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       # (SAFN's L2-preserved dropout, TLlib's AFN Block).
       bottleneck_dropout=0.0,
       bottleneck_dropout_l2=False,
+      # > 0: the classifier's Dense layers (and the 'lenet' bottleneck Dense) start from
+      # N(0, std) kernels and biases, the bottleneck BatchNorm scale from N(1, std) (TLlib's
+      # AFN ImageClassifier: 0.01); 0: flax's default initialisers.
+      head_init_std=0.0,
       fusion_hidden=(256,),        # residual_fusion: hidden widths of the residual module.
       dropout=0.0,                 # Dropout in the classifier's hidden layers.
       classifier_batch_norm=False,  # BatchNorm after each hidden Dense of the classifier.
@@ -285,7 +289,7 @@ ADDED_KEYS: dict[str, Any] = {
     'model.conv_kernel': 3, 'model.conv_pools': [], 'optimizer.b1': 0.9,
     'method.afn_entropy_weight': 0.0, 'model.bottleneck_dropout': 0.0,
     'model.bottleneck_dropout_l2': False, 'optimizer.momentum_overrides': [],
-    'model.per_domain_passes': False,
+    'model.per_domain_passes': False, 'model.head_init_std': 0.0,
 }
 
 

@@ -26,6 +26,7 @@ BACKBONES = {
                                        bottleneck_batch_norm=cfg.bottleneck_batch_norm,
                                        bottleneck_dropout=cfg.bottleneck_dropout,
                                        bottleneck_dropout_l2=cfg.bottleneck_dropout_l2,
+                                       bottleneck_init_std=cfg.head_init_std,
                                        conv_impl=cfg.conv_impl, dtype=compute_dtype(cfg)),
     # Dense-ReLU layers of widths `backbone_hidden`; the features are the last layer's ReLU.
     'mlp': lambda cfg: MLPFeatures(hidden=tuple(cfg.backbone_hidden),
@@ -92,6 +93,9 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
     raise UserError(f'config.model.bottleneck_dropout={model_config.bottleneck_dropout} needs '
                     "the 'lenet' backbone with a bottleneck (model.bottleneck_dim > 0); set "
                     'one or leave bottleneck_dropout=0')
+  if model_config.head_init_std < 0:
+    raise UserError(f'config.model.head_init_std={model_config.head_init_std} is negative; give '
+                    'a standard deviation > 0, or 0 for the default initialisers')
   unknown = set(heads) - {'discriminator', 'adversary', 'classifier2', 'fusion'}
   if unknown:
     raise ValueError(f'unknown model heads {sorted(unknown)}')
@@ -107,7 +111,8 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
     return MLP(hidden=tuple(model_config.classifier_hidden), out_dim=num_classes,
                dropout=model_config.dropout,
                batch_norm=model_config.classifier_batch_norm,
-               dropout_before=model_config.classifier_dropout_before)
+               dropout_before=model_config.classifier_dropout_before,
+               init_std=model_config.head_init_std)
 
   if 'classifier2' in heads:  # MCD's F2: a second classifier built like the first.
     adversary = classifier()

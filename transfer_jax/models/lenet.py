@@ -184,6 +184,9 @@ class LeNetFeatures(nn.Module):
   bottleneck_batch_norm: bool = True
   bottleneck_dropout: float = 0.0
   bottleneck_dropout_l2: bool = False
+  # > 0: the bottleneck Dense's kernel and bias drawn from N(0, std), its BatchNorm scale from
+  # N(1, std) (TLlib's AFN ImageClassifier); 0: flax's defaults (LeCun normal, zeros, ones).
+  bottleneck_init_std: float = 0.0
   conv_impl: str = 'fused'  # A key of CONV_IMPLS: 'fused' (fast on CPU) or 'xla' (textbook).
   # Computation dtype (config.model.dtype; 'bfloat16': mixed precision, float32 parameters and
   # BatchNorm statistics); the features are returned in float32.
@@ -204,10 +207,15 @@ class LeNetFeatures(nn.Module):
       if self.dense_dropout:
         x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
     if self.bottleneck:
-      x = nn.Dense(self.bottleneck, dtype=self.dtype, name='bottleneck')(x)
+      std = self.bottleneck_init_std
+      init = ({'kernel_init': nn.initializers.normal(std), 'bias_init': nn.initializers.normal(std)}
+              if std else {})
+      x = nn.Dense(self.bottleneck, dtype=self.dtype, name='bottleneck', **init)(x)
       if self.bottleneck_batch_norm:  # torch's BatchNorm1d: momentum 0.1, eps 1e-5.
+        scale = ({'scale_init': lambda key, shape, dtype=jnp.float32:
+                  1.0 + std * jax.random.normal(key, shape, dtype)} if std else {})
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, name='bottleneck_bn')(x)
+                         dtype=self.dtype, name='bottleneck_bn', **scale)(x)
       x = nn.relu(x)
       if self.bottleneck_dropout:
         x = nn.Dropout(self.bottleneck_dropout, deterministic=not train)(x)

@@ -17,20 +17,23 @@ class MLP(nn.Module):
   dropout: float = 0.0
   batch_norm: bool = False
   dropout_before: bool = False
+  init_std: float = 0.0   # > 0: every Dense's kernel and bias from N(0, std) (TLlib's AFN head).
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    init = ({'kernel_init': nn.initializers.normal(self.init_std),
+             'bias_init': nn.initializers.normal(self.init_std)} if self.init_std else {})
     for i, width in enumerate(self.hidden):
       if self.dropout and self.dropout_before:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      x = nn.Dense(width, name=f'dense{i}')(x)
+      x = nn.Dense(width, name=f'dense{i}', **init)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          name=f'bn{i}')(x)
       x = nn.relu(x)
       if self.dropout and not self.dropout_before:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.out_dim, name='out')(x)
+    return nn.Dense(self.out_dim, name='out', **init)(x)
 
 
 class MLPFeatures(nn.Module):
