@@ -174,7 +174,7 @@ def test_head_init_std_draws_the_afn_initialisation():
   params = {}
   for std in (0.0, 0.01):
     model_config = config_lib.model_config(
-        'lenet', lenet_conv=(20, 50), lenet_dense=(500,), bottleneck_dim=1000, head_init_std=std)
+        'lenet', lenet_conv=(4, 8), lenet_dense=(500,), bottleneck_dim=1000, head_init_std=std)
     model = build_model(model_config, 10)
     params[std] = model.init(jax.random.key(0), images)['params']
   afn, default = params[0.01], params[0.0]
