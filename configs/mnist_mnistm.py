@@ -22,6 +22,9 @@ Where the paper is silent, or not reproduced:
   input     it gives no input size for MNIST-M. MNIST grey -> RGB by repeating the channel; the
             release's 32x32 MNIST-M images are resized (bilinear) to MNIST's 28x28 so the
             architecture's 768-d features hold.
+  padding   Figure 4(a) gives none: valid convolutions here (768-d features); tf-dann builds
+            them 'SAME' (2352-d), the sweep's framing row dann_same (--config.model.backbone=
+            lenet --config.model.lenet_conv_padding=2).
   scaling   "mean subtraction": which mean is not said. Pixels in [0, 1] minus the per-channel
             mean of the MNIST and MNIST-M training images together (normalize 'center'), as the
             widely used TensorFlow reproduction computes it (pumpikano/tf-dann, MNIST-DANN.ipynb:

@@ -127,6 +127,23 @@ def test_lenet5_matches_torch():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('conv_impl', ['fused', 'xla'])
+def test_same_padded_dann_net_matches_torch(conv_impl):
+  """conv_padding=2: tf-dann's 'SAME' 5x5 convolutions (torch's padding=2), 28x28 RGB ->
+  7x7x48 = 2352-d features."""
+  reference = _seeded(lambda: nn.Sequential(
+      nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Conv2d(32, 48, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(1)), seed=5).eval()
+  images = np.random.default_rng(5).uniform(-0.5, 0.5, (4, 3, 28, 28)).astype(np.float32)
+  want = reference(torch.from_numpy(images)).detach().numpy()
+  got = LeNetFeatures(conv=(32, 48), conv_padding=2, conv_impl=conv_impl).apply(
+      to_flax(reference), jnp.asarray(images.transpose(0, 2, 3, 1)))
+  assert got.shape == (4, 2352)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(UserError, match='lenet_conv_padding=-1 is negative'):
+    build_model(config_lib.model_config('lenet', lenet_conv_padding=-1), 10)
+
+
 def test_conv_dropout_drops_whole_channels():
   """Dropout2d: each (example, channel) map of the last conv block is all 0 or all x 1/(1-p)."""
   module = LeNetFeatures(conv=(4, 8), conv_dropout=0.5)

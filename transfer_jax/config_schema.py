@@ -187,6 +187,7 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       # Dense-ReLU widths after the flatten and their dropout, a bottleneck Dense (0: none)
       # with BatchNorm -> ReLU whose output is the features.
       lenet_conv=(32, 48),
+      lenet_conv_padding=0,        # Zeros on each side before each conv (2: 'SAME' for 5x5).
       lenet_conv_dropout=0.0,
       lenet_dense=(),
       lenet_dense_dropout=0.0,
@@ -289,7 +290,7 @@ ADDED_KEYS: dict[str, Any] = {
     'model.conv_kernel': 3, 'model.conv_pools': [], 'optimizer.b1': 0.9,
     'method.afn_entropy_weight': 0.0, 'model.bottleneck_dropout': 0.0,
     'model.bottleneck_dropout_l2': False, 'optimizer.momentum_overrides': [],
-    'model.per_domain_passes': False, 'model.head_init_std': 0.0,
+    'model.per_domain_passes': False, 'model.head_init_std': 0.0, 'model.lenet_conv_padding': 0,
 }
 
 

@@ -19,6 +19,7 @@ BACKBONES = {
                                                 dtype=compute_dtype(cfg)),
     # The LeNet family (models/lenet.py): the DANN paper's, TLlib's digits net, LeNet-5, ...
     'lenet': lambda cfg: LeNetFeatures(conv=tuple(cfg.lenet_conv),
+                                       conv_padding=cfg.lenet_conv_padding,
                                        conv_dropout=cfg.lenet_conv_dropout,
                                        dense=tuple(cfg.lenet_dense),
                                        dense_dropout=cfg.lenet_dense_dropout,
@@ -93,6 +94,9 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
     raise UserError(f'config.model.bottleneck_dropout={model_config.bottleneck_dropout} needs '
                     "the 'lenet' backbone with a bottleneck (model.bottleneck_dim > 0); set "
                     'one or leave bottleneck_dropout=0')
+  if model_config.lenet_conv_padding < 0:
+    raise UserError(f'config.model.lenet_conv_padding={model_config.lenet_conv_padding} is '
+                    'negative; give the zeros added on each side (2: a 5x5 "SAME" conv) or 0')
   if model_config.head_init_std < 0:
     raise UserError(f'config.model.head_init_std={model_config.head_init_std} is negative; give '
                     'a standard deviation > 0, or 0 for the default initialisers')

@@ -161,7 +161,8 @@ class ConvReluPool(nn.Module):
 class LeNetFeatures(nn.Module):
   """The LeNet family of the domain-adaptation literature, one module with different fields.
 
-  conv 5x5 (valid) -> ReLU -> max-pool 2 blocks of widths `conv` (channel dropout of rate
+  conv 5x5 (valid, after `conv_padding` zeros on each side) -> ReLU -> max-pool 2 blocks of
+  widths `conv` (channel dropout of rate
   `conv_dropout` on the last block's maps, torch's Dropout2d), flattened in torch's (channel,
   height, width) order, then Dense -> ReLU (-> Dropout `dense_dropout`) layers of widths `dense`,
   then an optional bottleneck Dense `bottleneck` (-> BatchNorm) -> ReLU (-> Dropout
@@ -177,6 +178,7 @@ class LeNetFeatures(nn.Module):
   """
 
   conv: tuple[int, ...] = (32, 48)
+  conv_padding: int = 0   # Zeros on each side before every conv (2: TensorFlow's 'SAME' 5x5).
   conv_dropout: float = 0.0
   dense: tuple[int, ...] = ()
   dense_dropout: float = 0.0
@@ -196,6 +198,9 @@ class LeNetFeatures(nn.Module):
   def __call__(self, images_BxHxWxC: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     x = images_BxHxWxC
     for i, width in enumerate(self.conv):
+      if self.conv_padding:
+        p = self.conv_padding
+        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
       x = ConvReluPool(width, self.conv_impl, self.dtype, name=f'conv{i + 1}')(x)
     if self.conv_dropout:  # Whole channels dropped (NHWC: the mask broadcasts over H and W).
       x = nn.Dropout(self.conv_dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
