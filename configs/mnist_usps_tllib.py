@@ -45,9 +45,10 @@ Every fact is read from TLlib's source (thuml/Transfer-Learning-Library, read fo
             through the network in two passes (BatchNorm statistics per domain, afn.py's
             train()); bottleneck and head initialised N(0, 0.01), the BatchNorm scale
             N(1, 0.01) (tllib/alignment/afn.py ImageClassifier); afn.sh '# Digits':
-            M->U `-r 0.3 --lr 0.01`, U->M `-r 0.1 --lr 0.03`. (The AFN rows of commit 09dd4d0
-            used DANN's recipe with SAFN's defaults r = 1, lambda 0.05 on the 256-d bottleneck:
-            83.7 / 79.0 target_test, U->M at the source-only level.)
+            M->U `-r 0.3 --lr 0.01`, U->M `-r 0.1 --lr 0.03`. (In one concatenated pass with
+            flax's initialisers, commit a6edf54: 81.2 / 54.9 at the last step, U->M below
+            source-only; commit 09dd4d0, DANN's recipe with SAFN's defaults r = 1 on the 256-d
+            bottleneck: 83.7 / 79.0 target_test.)
   adda      the paper's ADDA (Tzeng et al. 2017), not TLlib's: adda.py (its issues #172, #179)
             pretrains on source, copies the network for the target and trains it with DANN's
             loss through a gradient reversal layer (WarmStartGradientReverseLayer hi=2), one
@@ -83,9 +84,9 @@ The table: experiments/t1_mnist_usps_tllib.py (a sweep file + report). Expected 
 iterations, target test %, M->U / U->M, last step): source_only 80.4 / 79.9, dann 91.9 / 95.4,
 cdan 94.3 / 97.8, mcc 94.0 / 94.0 (experiments/t1_mnist_usps_tllib.md); adda 95.2 / 98.7,
 bsp 94.2 / 98.0, mdd 94.2 / 97.6, dan 86.5 / 89.2 (commit 213bac7); jan 83.5 / 92.7,
-target_supervised 96.5 / 99.4 (commit 79d1bd0); afn 81.2 / 54.9 (commit a6edf54;
+target_supervised 96.5 / 99.4 (commit 79d1bd0); afn 82.0 / 92.7 (commit 762257b;
 experiments/records/t1_mnist_usps_tllib). Seeds 1-2 (commit a6edf54, records, last step):
-source_only 81.1 +- 0.4 / 79.5 +- 1.4, dann 91.5 +- 0.6 / 95.8 +- 0.1.
+source_only 81.1 +- 0.4 / 79.5 +- 1.4, dann 91.5 +- 0.6 / 95.8 +- 0.1, cdan M->U 94.5 +- 0.2.
 """
 
 import ml_collections

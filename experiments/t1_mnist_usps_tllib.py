@@ -41,12 +41,13 @@ TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed', 'selection': True,
              'discriminator 500-500), not TLlib\'s adda.py (DANN\'s loss through a reversal '
              'layer); with TLlib\'s SGD lr 0.01 the paper\'s GAN loss collapsed the target '
              'encoder within 250 iterations.',
-             'afn follows TLlib\'s afn.sh digits settings (commit a6edf54: AFN Block bottleneck '
-             '1000 with L2-preserved dropout, SGD without momentum on the LeNet, constant lr '
-             '0.01 / 0.03, r 0.3 / 0.1, entropy 0.03). Its M→U curve still rises at 10k '
-             'iterations (67.7 % at 500, 81.2 % at 10k); U→M stays at 52-58 % from the first '
-             'evaluation on, below source-only. With DANN\'s recipe and SAFN\'s defaults (r 1, '
-             '256-d bottleneck; commit 09dd4d0) it had reached 83.7 / 79.0.']}
+             'afn follows TLlib\'s afn.py and afn.sh digits settings (commit 762257b: AFN Block '
+             'bottleneck 1000 with L2-preserved dropout, SGD without momentum on the LeNet, '
+             'constant lr 0.01 / 0.03, r 0.3 / 0.1, entropy 0.03, source and target in two '
+             'forward passes (BatchNorm statistics per domain), N(0, 0.01) initialisation). Both '
+             'curves still rise at 10k of TLlib\'s 50k iterations (M→U 72.2 % at 500, 83.5 % '
+             'at 7500; U→M 67.6 % at 500, 93.7 % at 9000). In one concatenated pass (commit '
+             'a6edf54) U→M had stayed at 52-58 %, below source-only: 81.2 / 54.9.']}
 
 
 def _row_runs(row, seeds):
