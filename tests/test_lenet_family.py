@@ -142,6 +142,8 @@ def test_same_padded_dann_net_matches_torch(conv_impl):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   with pytest.raises(UserError, match='lenet_conv_padding=-1 is negative'):
     build_model(config_lib.model_config('lenet', lenet_conv_padding=-1), 10)
+  with pytest.raises(UserError, match="not 'dann_lenet'"):   # It would pad nothing.
+    build_model(config_lib.model_config('dann_lenet', lenet_conv_padding=2), 10)
 
 
 def test_conv_dropout_drops_whole_channels():

@@ -97,6 +97,10 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
   if model_config.lenet_conv_padding < 0:
     raise UserError(f'config.model.lenet_conv_padding={model_config.lenet_conv_padding} is '
                     'negative; give the zeros added on each side (2: a 5x5 "SAME" conv) or 0')
+  if model_config.lenet_conv_padding and model_config.backbone != 'lenet':
+    raise UserError(f'config.model.lenet_conv_padding={model_config.lenet_conv_padding} pads the '
+                    f"'lenet' backbone's convolutions, not {model_config.backbone!r}'s; set "
+                    "model.backbone='lenet' (its default conv widths are the DANN paper's) or 0")
   if model_config.head_init_std < 0:
     raise UserError(f'config.model.head_init_std={model_config.head_init_std} is negative; give '
                     'a standard deviation > 0, or 0 for the default initialisers')
