@@ -102,6 +102,20 @@ def test_added_keys_are_schema_fields_with_their_defaults():
     assert _lookup(schema, key) == value, key
 
 
+def test_added_domain_keys_are_domain_fields_and_reach_every_saved_domain():
+  """A domain field added later (ADDED_DOMAIN_KEYS) is domain_config's default, and a saved
+  config lacking it gets it in data.source, data.target and every tasks.NAME.domain."""
+  domain = config_schema.domain_config('mnist')
+  for key, value in config_schema.ADDED_DOMAIN_KEYS.items():
+    assert domain[key] == value, key
+  saved = {'data': {'source': {'name': 'a'}, 'target': {'name': 'b'}},
+           'tasks': {'extra': {'domain': {'name': 'c'}, 'head': 'x', 'weight': 1.0}}}
+  full = config_schema.with_added_keys(saved)
+  for got in (full['data']['source'], full['data']['target'], full['tasks']['extra']['domain']):
+    assert {k: got[k] for k in config_schema.ADDED_DOMAIN_KEYS} == config_schema.ADDED_DOMAIN_KEYS
+  assert 'binarize' not in saved['tasks']['extra']['domain'], 'the saved dict is not modified'
+
+
 def test_a_workdir_saved_before_the_model_fields_were_defined_resumes_and_loads(tmp_path):
   """A config.json lacking fields the consumers once read with `.get` defaults (model.conv_pools,
   model.batch_norm, distributed, ...) still matches the config that reproduces it, and loads
@@ -116,6 +130,7 @@ def test_a_workdir_saved_before_the_model_fields_were_defined_resumes_and_loads(
               'batch_norm', 'dropout', 'classifier_batch_norm', 'classifier_dropout_before'):
     del saved['model'][key]
   del saved['distributed'], saved['allow_device_change'], saved['init_from']['required']
+  del saved['data']['source']['binarize'], saved['data']['target']['binarize']
   path.write_text(json.dumps(saved))
   workdir_lib.check_or_write_config(config, str(tmp_path))   # Accepted: the same run.
   assert json.loads(path.read_text()) == saved, 'an accepted rerun leaves config.json as it is'

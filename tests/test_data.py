@@ -139,3 +139,33 @@ def test_bad_inputs_get_one_line_errors(tmp_path):
   with pytest.raises(ValueError, match='has 3 classes but target two has 2'):
     data_lib.check_compatible(data_lib.load_domain(data.source, data, 'source'),
                               data_lib.load_domain(data.target, data, 'target'))
+
+
+def test_binarize_sets_every_inked_pixel_to_one_before_resizing_and_centering():
+  """data.*.binarize (tf-dann's MNIST): a pixel > 0 becomes 255, then the usual transform; in a
+  load with 'center' the pooled mean is that of the binarised images."""
+  np.testing.assert_array_equal(preprocess.binarize(np.array([0, 1, 128, 255], np.uint8)),
+                                [0, 255, 255, 255])
+  images = np.array([[0, 1], [100, 255]], np.uint8).reshape(1, 2, 2, 1)
+  plain = preprocess.image_transform(0, 1)(images)
+  binary = preprocess.image_transform(0, 1, binary=True)(images)
+  np.testing.assert_allclose(plain.ravel(), [0, 1 / 255, 100 / 255, 1], rtol=1e-6)
+  np.testing.assert_array_equal(binary.ravel(), [0, 1, 1, 1])
+  # Resizing comes after: a binarised 2x2 checkerboard zoomed to 4x4 keeps values in [0, 1]
+  # whose corners are the binary pixels.
+  board = np.array([[0, 7], [7, 0]], np.uint8).reshape(1, 2, 2, 1)
+  zoomed = preprocess.image_transform(4, 1, binary=True)(board)
+  assert zoomed[0, 0, 3, 0] == 1.0 and zoomed[0, 0, 0, 0] == 0.0
+
+  ink = np.zeros((20, 4, 4, 1), np.uint8)
+  ink[:, 1:3, 1:3] = 51                          # 4 of 16 pixels at 0.2 (1.0 binarised).
+  data_lib.register_arrays('faint', {'train': {'image': ink, 'label': np.arange(20) % 2},
+                                     'test': {'image': ink[:4], 'label': np.arange(4) % 2}})
+  data_lib.register_arrays('blank', {'train': {'image': ink * 0, 'label': np.arange(20) % 2},
+                                     'test': {'image': ink[:4] * 0, 'label': np.arange(4) % 2}})
+  data = _data(domain_config('faint', binarize=True), domain_config('blank'), image_size=0,
+               normalize='center')
+  source = data_lib.load_domain(data.source, data, 'source')
+  # Pooled mean: (0.25 + 0) / 2 = 0.125; an inked pixel 1 - 0.125, a blank one -0.125.
+  values = np.unique(_inputs(source, 'train'))
+  np.testing.assert_allclose(values, [-0.125, 0.875], atol=1e-6)

@@ -241,6 +241,9 @@ def domain_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
       val_fraction=0.0,        # Held out of train: 'val' (source) / 'oracle_val' (target).
       labeled_per_class=0,     # k labelled examples per class ('labeled'); -1: all of train.
       box_size=0,              # >0: resize into box x box centred in image_size (MNIST framing).
+      # True: every pixel > 0 becomes 255 before resizing, a binary digit (tf-dann's MNIST,
+      # pumpikano/tf-dann MNIST-DANN.ipynb: `(images > 0) * 255`; MNIST-M blends such digits).
+      binarize=False,
   ))
   domain.update(overrides)
   return domain
@@ -291,7 +294,11 @@ ADDED_KEYS: dict[str, Any] = {
     'method.afn_entropy_weight': 0.0, 'model.bottleneck_dropout': 0.0,
     'model.bottleneck_dropout_l2': False, 'optimizer.momentum_overrides': [],
     'model.per_domain_passes': False, 'model.head_init_std': 0.0, 'model.lenet_conv_padding': 0,
+    'data.source.binarize': False, 'data.target.binarize': False,
 }
+# The same for fields of domain_config, in every domain a saved config holds (data.source,
+# data.target and each tasks.NAME.domain).
+ADDED_DOMAIN_KEYS: dict[str, Any] = {'binarize': False}
 
 
 def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
@@ -306,4 +313,11 @@ def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
         break
     else:
       node.setdefault(leaf, copy.deepcopy(value))
+  tasks = out['tasks'] if isinstance(out.get('tasks'), dict) else {}
+  domains = [task['domain'] for task in tasks.values()
+             if isinstance(task, dict) and 'domain' in task]
+  for domain in domains:
+    if isinstance(domain, dict):
+      for key, value in ADDED_DOMAIN_KEYS.items():
+        domain.setdefault(key, copy.deepcopy(value))
   return out

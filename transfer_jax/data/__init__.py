@@ -100,7 +100,8 @@ def load_domain(domain: ml_collections.ConfigDict, data: ml_collections.ConfigDi
   each batch is preprocessed as it is read.
   """
   stored, num_classes = stored_splits(domain.name, data)
-  image_fn = preprocess.image_transform(data.image_size, data.channels, domain.box_size)
+  image_fn = preprocess.image_transform(data.image_size, data.channels, domain.box_size,
+                                        domain.binarize)
   if data.in_memory:
     stored = {split: ArraySource(_materialise(source, image_fn))
               for split, source in stored.items()}
@@ -144,7 +145,8 @@ def _pooled_train_mean(data: ml_collections.ConfigDict, loaded: tuple,
       other_splits, other_fn = splits, image_fn
     else:
       other_cfg = data[other]
-      other_fn = preprocess.image_transform(data.image_size, data.channels, other_cfg.box_size)
+      other_fn = preprocess.image_transform(data.image_size, data.channels, other_cfg.box_size,
+                                            other_cfg.binarize)
       lazy = data.copy_and_resolve_references()
       with lazy.unlocked():
         lazy.in_memory = False   # Read only the sample's records, not the whole domain.

@@ -52,11 +52,18 @@ def set_channels(images: np.ndarray, channels: int) -> np.ndarray:
   raise UserError(f'cannot convert images with {have} channels to {channels}')
 
 
-def image_transform(image_size: int, channels: int, box_size: int = 0) -> Callable:
-  """uint8 (B, H, W, C) -> float32 (B, S, S, channels) in [0, 1] (`image_size` 0: keep size)."""
+def binarize(images: np.ndarray) -> np.ndarray:
+  """uint8 -> uint8 with every pixel > 0 set to 255 and the rest 0 (a binary digit)."""
+  return np.where(images > 0, np.uint8(255), np.uint8(0))
+
+
+def image_transform(image_size: int, channels: int, box_size: int = 0,
+                    binary: bool = False) -> Callable:
+  """uint8 (B, H, W, C) -> float32 (B, S, S, channels) in [0, 1] (`image_size` 0: keep size);
+  `binary`: binarised first (`binarize`), before any resizing."""
 
   def transform(images: np.ndarray) -> np.ndarray:
-    images = to_unit_float(images)
+    images = to_unit_float(binarize(images) if binary else images)
     if box_size:
       images = frame(images, box_size, image_size)
     elif image_size:
