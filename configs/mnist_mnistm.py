@@ -92,6 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000
   if arg.tiny:                              # Seconds on a CPU: 6 steps, narrow heads.
     tiny_cadence(config)
+    config.data.in_memory = False           # Streamed: no resizing of all 68k MNIST-M images.
     config.model.classifier_hidden = (16,)
     config.model.discriminator_hidden = (16,)
   return config

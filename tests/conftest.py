@@ -22,8 +22,15 @@ from transfer_jax import config_lib  # noqa: E402
 from transfer_jax.training import runtime  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Prepared TFDS files of the tests go to a fresh folder per session, never to ~/tensorflow_datasets.
-TFDS_DIR = tempfile.mkdtemp(prefix='transfer_jax_tfds_')
+# Prepared TFDS files of the tests go to a fresh folder per test run, never to
+# ~/tensorflow_datasets: one folder for all pytest-xdist workers of a run (each real dataset is
+# prepared once, the workers taking turns on builders.prepare's lock), else one per session.
+_XDIST_RUN = os.environ.get('PYTEST_XDIST_TESTRUNUID', '')
+if _XDIST_RUN:
+  TFDS_DIR = os.path.join(tempfile.gettempdir(), f'transfer_jax_tfds_{_XDIST_RUN}')
+  os.makedirs(TFDS_DIR, exist_ok=True)
+else:
+  TFDS_DIR = tempfile.mkdtemp(prefix='transfer_jax_tfds_')
 CACHE_DIR = os.path.join(ROOT, '.pytest_cache', 'xla')
 runtime.enable_compilation_cache(CACHE_DIR)
 runtime.quiet_orbax()
