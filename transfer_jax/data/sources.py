@@ -123,11 +123,11 @@ def make_splits(stored: Mapping[str, Any], domain: ml_collections.ConfigDict,
       raise UserError(f'config.data.{role}.train_size={domain.train_size} but {name}/'
                       f'{domain.train_split} has {len(train)} training examples')
     train = np.sort(rng.choice(train, domain.train_size, replace=False))
-  labels = labels_of(train_source)
   if domain.labeled_per_class == -1:  # Every training example labelled (and also unlabelled).
     splits['labeled'] = Subset(train_source, train)
   elif domain.labeled_per_class:
-    labeled = _per_class(train, labels, domain.labeled_per_class, rng, name)
+    # The labels are read only here: a streamed split is not read whole to build its splits.
+    labeled = _per_class(train, labels_of(train_source), domain.labeled_per_class, rng, name)
     train = np.setdiff1d(train, labeled)
     splits['labeled'] = Subset(train_source, labeled)
   if domain.val_fraction:
