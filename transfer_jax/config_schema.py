@@ -294,7 +294,6 @@ ADDED_KEYS: dict[str, Any] = {
     'method.afn_entropy_weight': 0.0, 'model.bottleneck_dropout': 0.0,
     'model.bottleneck_dropout_l2': False, 'optimizer.momentum_overrides': [],
     'model.per_domain_passes': False, 'model.head_init_std': 0.0, 'model.lenet_conv_padding': 0,
-    'data.source.binarize': False, 'data.target.binarize': False,
 }
 # The same for fields of domain_config, in every domain a saved config holds (data.source,
 # data.target and each tasks.NAME.domain).
@@ -313,11 +312,12 @@ def with_added_keys(saved: dict[str, Any]) -> dict[str, Any]:
         break
     else:
       node.setdefault(leaf, copy.deepcopy(value))
+  data = out['data'] if isinstance(out.get('data'), dict) else {}
   tasks = out['tasks'] if isinstance(out.get('tasks'), dict) else {}
-  domains = [task['domain'] for task in tasks.values()
-             if isinstance(task, dict) and 'domain' in task]
-  for domain in domains:
-    if isinstance(domain, dict):
-      for key, value in ADDED_DOMAIN_KEYS.items():
-        domain.setdefault(key, copy.deepcopy(value))
+  domains = [data[role] for role in ('source', 'target') if role in data]
+  domains += [task['domain'] for task in tasks.values()
+              if isinstance(task, dict) and 'domain' in task]
+  for domain in filter(lambda d: isinstance(d, dict), domains):
+    for key, value in ADDED_DOMAIN_KEYS.items():
+      domain.setdefault(key, copy.deepcopy(value))
   return out
