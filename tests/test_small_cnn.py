@@ -37,13 +37,39 @@ def reference():
   return mnist_example_torch()
 
 
-def test_matches_torch_in_inference(reference):
+@pytest.mark.parametrize('conv_impl', ['fused', 'xla'])
+def test_matches_torch_in_inference(reference, conv_impl):
   images = np.random.default_rng(0).normal(0, 1, (4, 1, 28, 28)).astype(np.float32)
   want = reference.eval()(torch.from_numpy(images)).detach().numpy()
-  got = SmallCNNFeatures().apply(to_flax(reference), jnp.asarray(images.transpose(0, 2, 3, 1)))
+  got = SmallCNNFeatures(conv_impl=conv_impl).apply(to_flax(reference),
+                                                    jnp.asarray(images.transpose(0, 2, 3, 1)))
   assert got.shape == (4, 128)
   assert np.abs(want).max() > 0.1  # Not an all-zero ReLU output compared with itself.
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_and_textbook_blocks_have_the_same_gradients(reference):
+  """The 'fused' blocks (pool before bias and ReLU, first-maximum pool gradient, width-padded
+  input gradient) give the textbook blocks' training features and parameter and input
+  gradients, dropout masks included (same rng)."""
+  images = jnp.asarray(np.random.default_rng(2).normal(0, 1, (6, 28, 28, 1)), jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(3).normal(0, 1, (6, 128)), jnp.float32)
+  variables = to_flax(reference)
+
+  def loss(params, x, impl):
+    features = SmallCNNFeatures(conv_impl=impl).apply(
+        {'params': params}, x, train=True, rngs={'dropout': jax.random.key(4)})
+    return jnp.sum(features * weights)
+
+  grads = {impl: jax.grad(loss, argnums=(0, 1))(variables['params'], images, impl)
+           for impl in ('fused', 'xla')}
+  assert loss(variables['params'], images, 'fused') != 0.0
+  np.testing.assert_allclose(loss(variables['params'], images, 'fused'),
+                             loss(variables['params'], images, 'xla'), rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(grads['fused']), jax.tree.leaves(grads['xla']),
+                       strict=True):
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
 def test_parameter_shapes_are_torchs(reference):

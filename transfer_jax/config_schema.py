@@ -182,7 +182,7 @@ def model_config(backbone: str, **overrides: Any) -> ml_collections.ConfigDict:
       discriminator_hidden=(100,),  # Hidden widths of the domain discriminator (DANN, CDAN)
                                     # and of MDD's adversarial classifier.
       discriminator_batch_norm=False,  # BatchNorm after each of those hidden layers (TLlib).
-      conv_impl='fused',           # LeNet conv blocks: 'fused' (fast on CPU) or 'xla' (textbook).
+      conv_impl='fused',           # LeNet / small_cnn conv blocks: 'fused' (fast on CPU) or 'xla'.
       # 'lenet' backbone (models/lenet.py): conv 5x5 widths, Dropout2d on the last conv maps,
       # Dense-ReLU widths after the flatten and their dropout, a bottleneck Dense (0: none)
       # with BatchNorm -> ReLU whose output is the features.

@@ -1,7 +1,7 @@
 """The DANN digits training step against the PyTorch reference, on the same machine.
 
   python -m transfer_jax.bench.dann_step [--steps 100] [--repeats 7] [--rounds 3]
-      [--conv_impl fused|xla] [--net dann|tllib] [--no_torch]
+      [--conv_impl fused|xla] [--net dann|tllib|tllib_mcd|skada] [--no_torch]
 
 Measures the step that trains: `build_program` on configs/digits.py, with overrides that make it
 the step of ../shared/bench/torch_dann_reference.py (DANN with a constant gradient-reversal
@@ -17,7 +17,9 @@ fp32 matmul timed in the same round (`common.matmul_peak_gflops`), with fraction
 ratio. `--net tllib` measures
 the TLlib digits LeNet step of configs/mnist_usps_tllib.py (DANN at its batch of 128 + 128,
 its discriminator 256-1024-1024-1 with BatchNorm) the same way; the torch reference builds only
-the DANN paper's network, so no ratio is given for it.
+the DANN paper's network, so no ratio is given for it. `--net skada` times the step of
+configs/mnist_usps_skada.py (the MNIST-example CNN, DANN at 256 + 256) and `--net tllib_mcd`
+MCD's iteration on the TLlib LeNet.
 
 Use an otherwise idle machine: when another process takes a core, torch's OpenMP threads slow
 down ~15x (their barriers wait for the preempted thread) and the ratio means nothing. The XLA
@@ -59,7 +61,9 @@ OVERRIDES = ('method.name=dann', 'method.grl_schedule=constant', 'method.grl_coe
 NETS = {'dann': ('digits.py', OVERRIDES),
         'tllib': ('mnist_usps_tllib.py:method=dann', ('compilation_cache_dir=',)),
         # MCD's iteration on that net (six passes: steps A, B and 4 x C, two 1024-wide heads).
-        'tllib_mcd': ('mnist_usps_tllib.py:method=mcd', ('compilation_cache_dir=',))}
+        'tllib_mcd': ('mnist_usps_tllib.py:method=mcd', ('compilation_cache_dir=',)),
+        # skada-bench's MNIST-example CNN, DANN at its batch of 256 + 256.
+        'skada': ('mnist_usps_skada.py:method=dann', ('compilation_cache_dir=',))}
 
 
 def random_batch(batch_size: int, seed: int = 0) -> dict:

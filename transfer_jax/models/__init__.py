@@ -40,7 +40,7 @@ BACKBONES = {
     'resnet18_cifar': lambda cfg: ResNetFeatures(depth=18, stem='cifar', dtype=compute_dtype(cfg)),
     'resnet50_cifar': lambda cfg: ResNetFeatures(depth=50, stem='cifar', dtype=compute_dtype(cfg)),
     # PyTorch's MNIST-example CNN (skada-bench's MNIST <-> USPS net, models/small_cnn.py).
-    'small_cnn': lambda cfg: SmallCNNFeatures(dtype=compute_dtype(cfg)),
+    'small_cnn': lambda cfg: SmallCNNFeatures(conv_impl=cfg.conv_impl, dtype=compute_dtype(cfg)),
     'vgg16': lambda cfg: VGGFeatures(dropout=cfg.backbone_dropout,
                                      dtype=compute_dtype(cfg)),
     # Nets that transfer/net2net.py can widen and deepen and transfer/adapters.py can extend:

@@ -131,19 +131,33 @@ def conv_relu_pool_fused(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray)
   return nn.relu(max_pool_2x2(conv_valid(x, kernel)) + bias)
 
 
-# config.model.conv_impl -> block (x NHWC, kernel HWIO, bias) -> pooled activations NHWC.
-CONV_IMPLS: dict[str, Callable[..., jnp.ndarray]] = {
-    'xla': conv_relu_pool_xla,
-    'fused': conv_relu_pool_fused,
+def conv_relu_xla(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """conv (valid) -> ReLU without a pool, as nn.Conv + nn.relu compute it."""
+  return nn.relu(_conv(x, kernel) + bias)
+
+
+def conv_relu_fused(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """conv (valid) -> ReLU without a pool, the convolution's input gradient `conv_valid`'s."""
+  return nn.relu(conv_valid(x, kernel) + bias)
+
+
+# config.model.conv_impl -> (block with the 2x2 max-pool, block without) (x NHWC, kernel HWIO,
+# bias) -> activations NHWC.
+CONV_IMPLS: dict[str, tuple[Callable[..., jnp.ndarray], Callable[..., jnp.ndarray]]] = {
+    'xla': (conv_relu_pool_xla, conv_relu_xla),
+    'fused': (conv_relu_pool_fused, conv_relu_fused),
 }
 
 
 class ConvReluPool(nn.Module):
-  """Conv 5x5 (valid) -> ReLU -> max-pool 2x2, with nn.Conv's parameters (HWIO kernel, bias)."""
+  """Conv `kernel_size` x `kernel_size` (valid) -> ReLU (-> max-pool 2x2 if `pool`), with
+  nn.Conv's parameters (HWIO kernel, bias)."""
 
   features: int
   conv_impl: str = 'fused'
   dtype: Any = jnp.float32   # Computation dtype (the parameters stay float32).
+  kernel_size: int = 5
+  pool: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -152,10 +166,11 @@ class ConvReluPool(nn.Module):
                       f'{sorted(CONV_IMPLS)}')
     # nn.Conv's names, shapes and initialisers: checkpoints of either formulation load in both.
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (5, 5, x.shape[-1], self.features), jnp.float32)
+                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
+                        jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return CONV_IMPLS[self.conv_impl](x.astype(self.dtype), kernel.astype(self.dtype),
-                                      bias.astype(self.dtype))
+    block = CONV_IMPLS[self.conv_impl][0 if self.pool else 1]
+    return block(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
 
 
 class LeNetFeatures(nn.Module):
