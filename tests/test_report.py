@@ -63,3 +63,35 @@ def test_the_report_writes_into_the_workdir_and_publishes_only_a_finished_sweep(
   published = committed.read_text()
   assert '| dann | 55.0 ± 5.0 | 75.0 ± 5.0 | 65.0 ± 5.0 |' in published
   assert 'Unfinished' not in published and (tmp_path / 'experiments' / 'two_tasks.tex').exists()
+
+
+def test_records_copy_what_remakes_the_table_and_never_replace_a_record(tmp_path, capsys):
+  sweep_file = tmp_path / 'two_tasks.py'
+  sweep_file.write_text(SWEEP)
+  workdir, records = str(tmp_path / 'runs'), str(tmp_path / 'records')
+  _write_summaries(workdir, ['A_0', 'A_1', 'B_0'])   # B_1 is not finished.
+  os.makedirs(os.path.join(workdir, 'A_0', 'checkpoints', '6'))
+  with open(os.path.join(workdir, 'A_0', 'metrics.jsonl'), 'w') as f:
+    f.write('{"step": 6, "target/test/accuracy": 0.5}\n')
+
+  assert report.main([str(sweep_file), f'--workdir={workdir}', f'--records={records}']) == 0
+  assert '3 finished runs' in capsys.readouterr().out
+  assert sorted(os.listdir(records)) == ['A_0', 'A_1', 'B_0']
+  assert sorted(os.listdir(os.path.join(records, 'A_0'))) == ['metrics.jsonl', 'summary.json']
+  # The records alone remake the same table.
+  assert report.main([str(sweep_file), f'--workdir={records}']) == 0
+  with open(os.path.join(workdir, 'two_tasks.md')) as f, \
+       open(os.path.join(records, 'two_tasks.md')) as g:
+    assert f.read().split('Runs made at')[0] == g.read().split('Runs made at')[0]
+  # Again: nothing to copy; a record with other contents is never replaced, and nothing is
+  # written when one is refused.
+  assert report.main([str(sweep_file), f'--workdir={workdir}', f'--records={records}']) == 0
+  assert '(0 files copied' in capsys.readouterr().out
+  _write_summaries(workdir, ['A_0', 'A_1', 'B_0', 'B_1'])
+  with open(os.path.join(records, 'A_0', 'summary.json'), 'w') as f:
+    f.write('{"a record of another run": 1}')
+  assert report.main([str(sweep_file), f'--workdir={workdir}', f'--records={records}']) == 2
+  assert 'exists with other contents' in _one_error_line(capsys)
+  with open(os.path.join(records, 'A_0', 'summary.json')) as f:
+    assert f.read() == '{"a record of another run": 1}'
+  assert not os.path.exists(os.path.join(records, 'B_1'))

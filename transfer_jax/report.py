@@ -1,11 +1,14 @@
 """Tables from a sweep's runs: `transfer-jax report experiments/t1_mnist_usps_tllib.py
-[--workdir=DIR] [--metric=KEY] [--output=PREFIX | --publish] [--override KEY=VALUE ...]` (or
-`python -m transfer_jax.report ...`).
+[--workdir=DIR] [--metric=KEY] [--output=PREFIX | --publish] [--records=DIR]
+[--override KEY=VALUE ...]` (or `python -m transfer_jax.report ...`).
 
 Reads only the runs' workdir files (summary.json), never a model. The tables go to the sweep's
 workdir (WORKDIR/SWEEP.md, .tex); `--publish` writes the committed tables (e.g.
 experiments/t1_mnist_usps_tllib.md, .tex) beside the sweep file instead, and only when every
-run is finished. A sweep file may set
+run is finished. `--records DIR` also copies what the tables are made from, each finished run's
+RECORD_FILES (no checkpoints: kilobytes a run), into DIR/RUN: a folder to commit, from which
+`--workdir=DIR` remakes the tables on any machine. A file already in DIR with other contents is
+never replaced. A sweep file may set
 
   TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
            'metric': 'target/test/accuracy', 'scale': 100, 'title': '...'}
@@ -78,12 +81,14 @@ def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ..
   needed = {need for run in runs for need in run['needs']}
   cells: dict[str, dict[tuple[str, str], dict[Any, float]]] = {rule: {} for rule in rules}
   info: dict[str, Any] = {'missing': [], 'commits': set(), 'rows': set(), 'costs': {},
-                          'inputs': []}
+                          'inputs': [], 'finished': []}
   for run in runs:
     labels = run_labels(run)
     summary = workdir_lib.read_summary(os.path.join(workdir, run['name']))
     if run['name'] in needed and table['rows'] not in labels:
       info['inputs'].append((run['name'], summary))
+      if summary is not None:
+        info['finished'].append(run['name'])
       continue
     for key in ('rows', 'columns', 'seed'):
       if table[key] and table[key] not in labels:
@@ -95,6 +100,7 @@ def collect(path: str, workdir: str, table: dict[str, Any], rules: tuple[str, ..
       info['missing'].append(run['name'])
       continue
     info['commits'].add(_short(summary.get('git_commit')))
+    info['finished'].append(run['name'])
     cost = info['costs'].setdefault(row, {'wall_s': [], 'trainable': []})
     # A vectorized group's wall time is shared by its runs: each is charged its share.
     wall = summary.get('wall_s')
@@ -295,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--publish', action='store_true',
                       help='write the committed table beside the sweep file (.md and .tex, e.g. '
                       'experiments/t1_mnist_usps_tllib.md); refused while a run is missing')
+  parser.add_argument('--records', default='', metavar='DIR',
+                      help="also copy each finished run's metrics, summary and config (no "
+                      'checkpoints) into DIR/RUN, to commit; --workdir=DIR remakes the tables')
   parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                       help='as given to the sweep (the overrides are part of the run names)')
   args = parser.parse_args(argv)
@@ -317,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
       raise UserError(f"TABLE['versus'] = {table['versus']!r} is no row of the table; give one "
                       f'of {sorted(info["rows"])}')
     output = publish_path(args, info, workdir, name)
+    if args.records:
+      copied = save_records(workdir, info['finished'], args.records)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -333,7 +344,41 @@ def main(argv: list[str] | None = None) -> int:
     with open(f'{output}.{ext}', 'w') as f:
       f.write(text)
   print(markdown + f'\nwritten: {output}.md, {output}.tex')
+  if args.records:
+    print(f'records: {len(info["finished"])} finished runs in {args.records} ({copied} files '
+          'copied, the others already there)')
   return 0
+
+
+# A run's files that the tables are made from (and what init_from loaded), without checkpoints.
+RECORD_FILES = (workdir_lib.CONFIG_FILE, workdir_lib.SUMMARY_FILE, workdir_lib.METRICS_FILE,
+                'init_from.txt')
+
+
+def save_records(workdir: str, names: list[str], dest: str) -> int:
+  """Copies RECORD_FILES of the runs `names` from `workdir` into `dest`/NAME; returns how many
+  files it wrote. Refuses (before writing any) where `dest` holds a file with other contents."""
+  if os.path.abspath(dest) == os.path.abspath(workdir):
+    raise UserError(f'--records {dest} is the workdir itself; give another folder')
+  copies = []
+  for name in names:
+    for file in RECORD_FILES:
+      source, target = os.path.join(workdir, name, file), os.path.join(dest, name, file)
+      if not os.path.isfile(source):
+        continue
+      with open(source, encoding='utf-8') as f:
+        data = f.read()
+      if os.path.exists(target):
+        with open(target, encoding='utf-8') as f:
+          if f.read() != data:
+            raise UserError(f'{target} exists with other contents (an earlier record of that '
+                            'run?); move it away or give --records another folder')
+        continue
+      copies.append((target, data))
+  for target, data in copies:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    workdir_lib.atomic_write(target, data)
+  return len(copies)
 
 
 def publish_path(args: argparse.Namespace, info: dict[str, Any], workdir: str, name: str) -> str:
