@@ -32,8 +32,8 @@ TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed', 'selection': True,
              'target test accuracy. It selects on test data (optimistic) and is shown only to '
              'compare like for like with TLlib; the other rules use no target test labels.',
              'Protocol differences: 10 % of each training split is held out (source validation, '
-             'target oracle split); TLlib trains 50k iterations, these runs STEPS.'.replace(
-                 'STEPS', str(STEPS)),
+             'target oracle split); TLlib trains 50k iterations, these runs as many as the '
+             'title says.',
              'target_supervised trains on all target training labels (TLlib\'s source-only '
              'recipe on the target domain): an upper reference.',
              'adda is the paper\'s ADDA at its authors\' recipe (erictzeng/adda: a source model '

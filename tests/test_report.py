@@ -95,3 +95,18 @@ def test_records_copy_what_remakes_the_table_and_never_replace_a_record(tmp_path
   with open(os.path.join(records, 'A_0', 'summary.json')) as f:
     assert f.read() == '{"a record of another run": 1}'
   assert not os.path.exists(os.path.join(records, 'B_1'))
+
+
+def test_a_table_of_runs_made_with_overrides_says_so_in_its_title(tmp_path):
+  sweep_file = tmp_path / 'two_tasks.py'
+  sweep_file.write_text(SWEEP)
+  workdir = str(tmp_path / 'runs')
+  overrides = ['--override', 'total_steps=50000', '--override', 'data.manual_dir=/data']
+  from transfer_jax.sweep_file import load_sweep
+  _, runs = load_sweep(str(sweep_file), {'total_steps': 50000}, workdir)
+  _write_summaries(workdir, [run['name'] for run in runs])
+  assert report.main([str(sweep_file), f'--workdir={workdir}', *overrides]) == 0
+  with open(os.path.join(workdir, 'two_tasks.md')) as f:
+    title = f.readline()
+  # The data location is no property of the runs (not part of their names): not in the title.
+  assert title == '# two tasks (runs with total_steps=50000)\n', title

@@ -41,7 +41,7 @@ import numpy as np
 from transfer_jax import selection
 from transfer_jax import sweep as sweep_lib
 from transfer_jax.errors import ArgumentParser, UserError
-from transfer_jax.sweep_file import load_sweep, run_labels
+from transfer_jax.sweep_file import LOCATION_KEYS, load_sweep, run_labels
 from transfer_jax.training import workdir as workdir_lib
 
 DEFAULT_TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     table = {**DEFAULT_TABLE, **getattr(module, 'TABLE', {})}
     if args.metric:
       table['metric'] = args.metric
+    shown = sorted((k, v) for k, v in extra.items() if k not in LOCATION_KEYS)
+    if shown:   # A table of runs made with overrides says so in its title.
+      table['title'] = (f'{table["title"] or name} (runs with '
+                        + ', '.join(f'{k}={v}' for k, v in shown) + ')')
     workdir = args.workdir or os.path.join('runs', name)
     rules = tuple(RULES) if table['selection'] else ('last',)
     if table['target_test_every']:
