@@ -66,7 +66,11 @@ fi
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK"
 start=$(date +%s)
-$PY -c 'import jax; print("devices:", jax.devices())'
+smoke='import transfer_jax.training.runtime, jax; print("devices:", jax.devices())'
+if ! $PY -c "$smoke"; then   # A newer XLA that refuses our XLA:CPU flag: run without it.
+  export TRANSFER_JAX_CPU_FLAGS=0
+  $PY -c "$smoke" || exit 1
+fi
 
 # 1. The ResNet-50 step (float32 and bfloat16), JAX alone: one JSON line each.
 if [[ $STEPS == 50000 ]]; then

@@ -35,9 +35,12 @@ def setup(config: ml_collections.ConfigDict) -> None:
 def set_cpu_xla_flags(flags: tuple[str, ...] = CPU_XLA_FLAGS) -> list[str]:
   """Appends `flags` to XLA_FLAGS before JAX starts a backend; returns the ones it added.
 
-  A flag the user already set in XLA_FLAGS keeps the user's value. XLA reads XLA_FLAGS once, when
-  the first backend starts, so later calls only warn.
+  A flag the user already set in XLA_FLAGS keeps the user's value; TRANSFER_JAX_CPU_FLAGS=0 adds
+  none (for a jaxlib whose XLA no longer knows one: XLA refuses unknown flags on every backend).
+  XLA reads XLA_FLAGS once, when the first backend starts, so later calls only warn.
   """
+  if os.environ.get('TRANSFER_JAX_CPU_FLAGS', '1') == '0':
+    return []
   current = os.environ.get('XLA_FLAGS', '')
   missing = [f for f in flags if f.split('=', 1)[0] not in current]
   if not missing:
