@@ -85,7 +85,8 @@ iterations, target test %, M->U / U->M, last step): source_only 80.4 / 79.9, dan
 cdan 94.3 / 97.8, mcc 94.0 / 94.0 (experiments/t1_mnist_usps_tllib.md); adda 95.2 / 98.7,
 bsp 94.2 / 98.0, mdd 94.2 / 97.6, dan 86.5 / 89.2 (commit 213bac7); jan 83.5 / 92.7,
 target_supervised 96.5 / 99.4 (commit 79d1bd0); afn 82.0 / 92.7 (commit 762257b); mcd
-85.8 / 96.9 (commit b1e46d5; experiments/records/t1_mnist_usps_tllib). Seeds 1-2 (commit a6edf54, records, last step):
+85.8 / 96.9 (commit b1e46d5; experiments/records/t1_mnist_usps_tllib). Seeds 1-2 (commit
+a6edf54, records, last step):
 source_only 81.1 +- 0.4 / 79.5 +- 1.4, dann 91.5 +- 0.6 / 95.8 +- 0.1, cdan M->U 94.5 +- 0.2.
 """
 
