@@ -5,10 +5,8 @@
 Reads only the runs' workdir files (summary.json), never a model. The tables go to the sweep's
 workdir (WORKDIR/SWEEP.md, .tex); `--publish` writes the committed tables (e.g.
 experiments/t1_mnist_usps_tllib.md, .tex) beside the sweep file instead, and only when every
-run is finished. `--records DIR` also copies what the tables are made from, each finished run's
-RECORD_FILES (no checkpoints: kilobytes a run), into DIR/RUN: a folder to commit, from which
-`--workdir=DIR` remakes the tables on any machine. A file already in DIR with other contents is
-never replaced. A sweep file may set
+run is finished. `--records DIR`: each finished run's small files into DIR/RUN, to commit and
+remake the tables from (`workdir.copy_records`). A sweep file may set
 
   TABLE = {'rows': 'method', 'columns': 'task', 'seed': 'seed',
            'metric': 'target/test/accuracy', 'scale': 100, 'title': '...'}
@@ -331,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                       f'of {sorted(info["rows"])}')
     output = publish_path(args, info, workdir, name)
     if args.records:
-      copied = save_records(workdir, info['finished'], args.records)
+      copied = workdir_lib.copy_records(workdir, info['finished'], args.records)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -352,37 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f'records: {len(info["finished"])} finished runs in {args.records} ({copied} files '
           'copied, the others already there)')
   return 0
-
-
-# A run's files that the tables are made from (and what init_from loaded), without checkpoints.
-RECORD_FILES = (workdir_lib.CONFIG_FILE, workdir_lib.SUMMARY_FILE, workdir_lib.METRICS_FILE,
-                'init_from.txt')
-
-
-def save_records(workdir: str, names: list[str], dest: str) -> int:
-  """Copies RECORD_FILES of the runs `names` from `workdir` into `dest`/NAME; returns how many
-  files it wrote. Refuses (before writing any) where `dest` holds a file with other contents."""
-  if os.path.abspath(dest) == os.path.abspath(workdir):
-    raise UserError(f'--records {dest} is the workdir itself; give another folder')
-  copies = []
-  for name in names:
-    for file in RECORD_FILES:
-      source, target = os.path.join(workdir, name, file), os.path.join(dest, name, file)
-      if not os.path.isfile(source):
-        continue
-      with open(source, encoding='utf-8') as f:
-        data = f.read()
-      if os.path.exists(target):
-        with open(target, encoding='utf-8') as f:
-          if f.read() != data:
-            raise UserError(f'{target} exists with other contents (an earlier record of that '
-                            'run?); move it away or give --records another folder')
-        continue
-      copies.append((target, data))
-  for target, data in copies:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    workdir_lib.atomic_write(target, data)
-  return len(copies)
 
 
 def publish_path(args: argparse.Namespace, info: dict[str, Any], workdir: str, name: str) -> str:

@@ -297,3 +297,34 @@ def git_commit() -> str | None:
   except (OSError, subprocess.SubprocessError):
     return None
   return commit + ('+dirty' if dirty else '')
+
+
+# A run's files that the tables are made from (and what init_from loaded), without checkpoints.
+RECORD_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, 'init_from.txt')
+
+
+def copy_records(workdir: str, names: list[str], dest: str) -> int:
+  """Copies RECORD_FILES of the runs `names` from `workdir` into `dest`/NAME (kilobytes a run, no
+  checkpoints: `--workdir=dest` remakes their tables anywhere); returns how many files it wrote.
+  Refuses (before writing any) where `dest` holds a file with other contents."""
+  if os.path.abspath(dest) == os.path.abspath(workdir):
+    raise UserError(f'--records {dest} is the workdir itself; give another folder')
+  copies = []
+  for name in names:
+    for file in RECORD_FILES:
+      source, target = os.path.join(workdir, name, file), os.path.join(dest, name, file)
+      if not os.path.isfile(source):
+        continue
+      with open(source, encoding='utf-8') as f:
+        data = f.read()
+      if os.path.exists(target):
+        with open(target, encoding='utf-8') as f:
+          if f.read() != data:
+            raise UserError(f'{target} exists with other contents (an earlier record of that '
+                            'run?); move it away or give --records another folder')
+        continue
+      copies.append((target, data))
+  for target, data in copies:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    atomic_write(target, data)
+  return len(copies)
